@@ -1,0 +1,203 @@
+package istioglobal
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"github.com/fsnotify/fsnotify"
+	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"sigs.k8s.io/yaml"
+)
+
+// fileSource serves ServiceEntries from YAML or JSON files: multi-document files, and the
+// *.yaml, *.yml and *.json files of directories. Files are read when the table is built, and
+// a change to any of them (including a ConfigMap volume's symlink swap) triggers a rebuild.
+type fileSource struct {
+	paths   []string
+	watcher *fsnotify.Watcher
+	done    chan struct{}
+}
+
+func newFileSource(paths []string) *fileSource { return &fileSource{paths: paths} }
+
+// checkReadable is the setup-time check that a files path exists.
+func checkReadable(path string) error {
+	_, err := os.Stat(path)
+	return err
+}
+
+func (f *fileSource) start(notify func()) error {
+	w, err := fsnotify.NewWatcher()
+	if err != nil {
+		return err
+	}
+	for _, dir := range f.watchedDirs() {
+		if err := w.Add(dir); err != nil {
+			w.Close()
+			return fmt.Errorf("files: watching %s: %v", dir, err)
+		}
+	}
+	f.watcher = w
+	f.done = make(chan struct{})
+	go func() {
+		defer close(f.done)
+		for {
+			select {
+			case _, ok := <-w.Events:
+				if !ok {
+					return
+				}
+				notify()
+			case err, ok := <-w.Errors:
+				if !ok {
+					return
+				}
+				log.Warningf("files: watch: %v", err)
+				notify() // an overflow may have hidden a change
+			}
+		}
+	}()
+	notify()
+	return nil
+}
+
+// watchedDirs are the directories given, and the directories of the files given: editors and
+// ConfigMap volumes replace files by renaming, which a watch on the file itself would miss.
+func (f *fileSource) watchedDirs() []string {
+	var dirs []string
+	for _, p := range f.paths {
+		if fi, err := os.Stat(p); err == nil && !fi.IsDir() {
+			p = filepath.Dir(p)
+		}
+		if !slices.Contains(dirs, p) {
+			dirs = append(dirs, p)
+		}
+	}
+	return dirs
+}
+
+func (f *fileSource) stop() {
+	if f.watcher != nil {
+		f.watcher.Close()
+		<-f.done
+	}
+}
+
+func (f *fileSource) synced() bool { return true }
+
+func (f *fileSource) entries() ([]Entry, []Problem) {
+	var entries []Entry
+	var problems []Problem
+	for _, p := range f.paths {
+		files, err := yamlFiles(p)
+		if err != nil {
+			problems = append(problems, unreadable(p, err))
+			continue
+		}
+		for _, file := range files {
+			e, ps := readFile(file)
+			entries = append(entries, e...)
+			problems = append(problems, ps...)
+		}
+	}
+	return entries, problems
+}
+
+// yamlFiles returns path itself, or the YAML and JSON files directly in it, sorted.
+func yamlFiles(path string) ([]string, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	if !fi.IsDir() {
+		return []string{path}, nil
+	}
+	des, err := os.ReadDir(path)
+	if err != nil {
+		return nil, err
+	}
+	var files []string
+	for _, de := range des {
+		name := de.Name()
+		switch {
+		case strings.HasPrefix(name, "."): // editors' swap files, a ConfigMap volume's ..data
+		case strings.HasSuffix(name, ".yaml"), strings.HasSuffix(name, ".yml"), strings.HasSuffix(name, ".json"):
+			files = append(files, filepath.Join(path, name))
+		}
+	}
+	return files, nil
+}
+
+// readFile returns the ServiceEntries of one file. Documents of other kinds (the
+// DestinationRules that usually sit beside them) are ignored; a document that cannot be read
+// is a problem that costs only itself.
+func readFile(file string) ([]Entry, []Problem) {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return nil, []Problem{unreadable(file, err)}
+	}
+	var entries []Entry
+	var problems []Problem
+	r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))
+	for doc := 1; ; doc++ {
+		raw, err := r.Read()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		where := fmt.Sprintf("%s#%d", file, doc)
+		if err != nil {
+			problems = append(problems, unreadable(where, err))
+			break
+		}
+		se, err := decodeServiceEntry(raw)
+		switch {
+		case err != nil:
+			problems = append(problems, unreadable(where, err))
+		case se != nil:
+			if se.Namespace == "" {
+				se.Namespace = "default" // as kubectl apply without -n
+			}
+			entries = append(entries, entryFrom(se))
+		}
+	}
+	return entries, problems
+}
+
+// decodeServiceEntry decodes one document: nil for an empty document or another kind.
+func decodeServiceEntry(raw []byte) (*networkingv1.ServiceEntry, error) {
+	var tm struct {
+		APIVersion string `json:"apiVersion"`
+		Kind       string `json:"kind"`
+	}
+	if err := yaml.Unmarshal(raw, &tm); err != nil {
+		return nil, err
+	}
+	if tm.Kind != "ServiceEntry" {
+		return nil, nil
+	}
+	switch tm.APIVersion {
+	case "networking.istio.io/v1", "networking.istio.io/v1beta1", "networking.istio.io/v1alpha3":
+	default:
+		return nil, fmt.Errorf("apiVersion %q is not networking.istio.io/v1, v1beta1 or v1alpha3", tm.APIVersion)
+	}
+	se := &networkingv1.ServiceEntry{}
+	if err := yaml.Unmarshal(raw, se); err != nil {
+		return nil, err
+	}
+	if se.Name == "" {
+		return nil, fmt.Errorf("metadata.name is missing")
+	}
+	return se, nil
+}
+
+func unreadable(where string, err error) Problem {
+	return Problem{Kind: kindEntry, Reason: reasonUnparsable, Entry: where, Detail: err.Error()}
+}

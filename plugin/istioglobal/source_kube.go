@@ -1,0 +1,164 @@
+package istioglobal
+
+import (
+	"fmt"
+
+	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
+	"istio.io/client-go/pkg/clientset/versioned"
+	"istio.io/client-go/pkg/informers/externalversions"
+	listersv1 "istio.io/client-go/pkg/listers/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/clientcmd"
+)
+
+// kubeSource watches ServiceEntries (networking.istio.io/v1; objects written as v1beta1 or
+// v1alpha3 are the same resource) with informers: one for all namespaces, or one per
+// namespace so that a Role in each is all the access it needs.
+type kubeSource struct {
+	kubeconfig, context string // both empty: in-cluster config
+	namespaces          []string
+	config              *rest.Config
+
+	stopCh    chan struct{}
+	factories []externalversions.SharedInformerFactory
+	listers   []listersv1.ServiceEntryLister
+	handlers  []cache.ResourceEventHandlerRegistration
+}
+
+func (k *kubeSource) loadConfig() error {
+	var err error
+	if k.kubeconfig == "" && k.context == "" {
+		if k.config, err = rest.InClusterConfig(); err != nil {
+			return fmt.Errorf("no in-cluster config (%v): give a kubeconfig path, or files", err)
+		}
+	} else {
+		rules := &clientcmd.ClientConfigLoadingRules{ExplicitPath: k.kubeconfig}
+		overrides := &clientcmd.ConfigOverrides{CurrentContext: k.context}
+		k.config, err = clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, overrides).ClientConfig()
+		if err != nil {
+			return err
+		}
+	}
+	k.config.UserAgent = "coredns-istio"
+	return nil
+}
+
+func (k *kubeSource) start(notify func()) error {
+	client, err := versioned.NewForConfig(k.config)
+	if err != nil {
+		return err
+	}
+	namespaces := k.namespaces
+	if len(namespaces) == 0 {
+		namespaces = []string{metav1.NamespaceAll}
+	}
+	k.stopCh = make(chan struct{})
+	k.factories, k.listers, k.handlers = nil, nil, nil
+	onChange := cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(any) { notify() },
+		UpdateFunc: func(any, any) { notify() },
+		DeleteFunc: func(any) { notify() },
+	}
+	for _, ns := range namespaces {
+		f := externalversions.NewSharedInformerFactoryWithOptions(client, 0,
+			externalversions.WithNamespace(ns), externalversions.WithTransform(slim))
+		informer := f.Networking().V1().ServiceEntries()
+		reg, err := informer.Informer().AddEventHandler(onChange)
+		if err != nil {
+			return err
+		}
+		k.factories = append(k.factories, f)
+		k.listers = append(k.listers, informer.Lister())
+		k.handlers = append(k.handlers, reg)
+		f.Start(k.stopCh)
+	}
+	go func() {
+		if cache.WaitForCacheSync(k.stopCh, k.synced) {
+			notify()
+		}
+	}()
+	return nil
+}
+
+func (k *kubeSource) stop() {
+	close(k.stopCh)
+	for _, f := range k.factories {
+		f.Shutdown()
+	}
+}
+
+// synced reports whether every handler has seen the initial list of its informer.
+func (k *kubeSource) synced() bool {
+	for _, h := range k.handlers {
+		if !h.HasSynced() {
+			return false
+		}
+	}
+	return len(k.handlers) > 0
+}
+
+func (k *kubeSource) entries() ([]Entry, []Problem) {
+	var out []Entry
+	for _, l := range k.listers {
+		objs, err := l.List(labels.Everything())
+		if err != nil {
+			continue // List on an informer's indexer cannot fail with Everything()
+		}
+		for _, se := range objs {
+			out = append(out, entryFrom(se))
+		}
+	}
+	return out, nil
+}
+
+// slim is the informers' transform: it keeps only what build reads, so that the cache of
+// 100k ServiceEntries holds no endpoints, annotations or managedFields.
+func slim(obj any) (any, error) {
+	se, ok := obj.(*networkingv1.ServiceEntry)
+	if !ok {
+		return obj, nil // a tombstone: nothing to slim
+	}
+	out := &networkingv1.ServiceEntry{
+		ObjectMeta: metav1.ObjectMeta{
+			Name:              se.Name,
+			Namespace:         se.Namespace,
+			UID:               se.UID,
+			ResourceVersion:   se.ResourceVersion,
+			CreationTimestamp: se.CreationTimestamp,
+			Labels:            se.Labels,
+		},
+	}
+	out.Spec.Hosts = se.Spec.Hosts
+	out.Spec.Addresses = se.Spec.Addresses
+	out.Spec.ExportTo = se.Spec.ExportTo
+	out.Spec.Ports = se.Spec.Ports
+	out.Status.Addresses = se.Status.Addresses
+	return out, nil
+}
+
+// entryFrom converts a ServiceEntry, from either source, into what build reads.
+func entryFrom(se *networkingv1.ServiceEntry) Entry {
+	e := Entry{
+		Namespace: se.Namespace,
+		Name:      se.Name,
+		Created:   se.CreationTimestamp.Time,
+		Hosts:     se.Spec.Hosts,
+		Addresses: se.Spec.Addresses,
+		ExportTo:  se.Spec.ExportTo,
+		Labels:    se.Labels,
+	}
+	for _, p := range se.Spec.Ports {
+		if p != nil {
+			e.Ports = append(e.Ports, Port{Name: p.Name, Number: p.Number, Protocol: p.Protocol})
+		}
+	}
+	for _, a := range se.Status.Addresses {
+		if a != nil {
+			e.StatusAddresses = append(e.StatusAddresses, StatusAddress{Host: a.Host, Value: a.Value})
+		}
+	}
+	return e
+}

@@ -1,0 +1,337 @@
+package istioglobal
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+// maxAddressesPerHost bounds one host's A (and AAAA) RRset. Istio allows 256 addresses per
+// ServiceEntry; several entries for one host could otherwise build an answer that no longer
+// fits a 64 KiB TCP message.
+const maxAddressesPerHost = 256
+
+// Table is an immutable snapshot of every name the plugin serves. It is built once per change
+// by build and never modified after it is published, so readers need no lock.
+type Table struct {
+	names    map[string]*node // lower-case FQDN → node; holds hosts, wildcards, ENTs and apexes
+	zones    []*zone
+	built    time.Time
+	problems []Problem
+	entries  int // ServiceEntries that contribute at least one name
+	hosts    int // names from ServiceEntries, wildcards included
+}
+
+// node is a name that exists in a zone. A node without records is an empty non-terminal, or
+// a host whose entries carry no usable address: both answer NODATA.
+type node struct {
+	zone     *zone
+	a, aaaa  []dns.RR // prebuilt; the owner is rewritten to the question's spelling
+	wildcard *node    // the "*.<this name>" child, the source of synthesis below this name
+}
+
+type zone struct {
+	name    string
+	apex    *node
+	soa, ns []dns.RR
+}
+
+// hostData accumulates what all entries say about one host while building.
+type hostData struct {
+	name    string
+	zone    *zone
+	addrs   []netip.Addr
+	seen    map[netip.Addr]struct{}
+	entries []string // namespace/name of every entry that serves the host, oldest first
+}
+
+// build turns entries into a Table for zones (lower-case FQDNs). It is a pure function: the
+// same entries always give the same table, whichever source they came from.
+func build(entries []Entry, zoneNames []string, ttl uint32, now time.Time) *Table {
+	t := &Table{names: make(map[string]*node), built: now}
+	for _, z := range zoneNames {
+		zn := newZone(z, ttl, now)
+		zn.apex = &node{zone: zn}
+		t.zones = append(t.zones, zn)
+		t.names[z] = zn.apex
+	}
+
+	sorted := slices.Clone(entries)
+	sortEntries(sorted)
+
+	hosts := make(map[string]*hostData)
+	var order []*hostData
+	for i := range sorted {
+		if t.addEntry(&sorted[i], hosts, &order) {
+			t.entries++
+		}
+	}
+
+	for _, h := range order {
+		t.addHost(h, ttl)
+	}
+	t.hosts = len(order)
+	return t
+}
+
+// addEntry validates one entry and merges its hosts and addresses into hosts. It reports
+// whether the entry contributes at least one name.
+func (t *Table) addEntry(e *Entry, hosts map[string]*hostData, order *[]*hostData) bool {
+	key := e.key()
+	if !e.exported() {
+		t.problem(kindEntry, reasonNotExported, key, fmt.Sprintf("exportTo %q", e.ExportTo))
+		return false
+	}
+	if len(e.Hosts) == 0 {
+		t.problem(kindEntry, reasonNoHosts, key, "spec.hosts (empty)")
+		return false
+	}
+
+	specAddrs := t.parseAddresses(key, "spec.addresses", e.Addresses)
+	served := false
+	for _, raw := range e.Hosts {
+		name, err := canonicalHost(raw)
+		if err != nil {
+			t.problem(kindHost, reasonInvalidHost, key, fmt.Sprintf("%q: %v", raw, err))
+			continue
+		}
+		z := t.zoneOf(name)
+		if z == nil {
+			continue // another zone's host, such as an external API: not ours to answer
+		}
+		if name == z.name {
+			t.problem(kindHost, reasonInvalidHost, key, fmt.Sprintf("%q: is the zone apex", raw))
+			continue
+		}
+		h := hosts[name]
+		if h == nil {
+			h = &hostData{name: name, zone: z, seen: make(map[netip.Addr]struct{})}
+			hosts[name] = h
+			*order = append(*order, h)
+		}
+		served = true
+		if !slices.Contains(h.entries, key) {
+			h.entries = append(h.entries, key)
+		}
+
+		addrs := specAddrs
+		if len(addrs) == 0 {
+			addrs = t.statusAddresses(e, key, name)
+		}
+		for _, a := range addrs {
+			h.add(a)
+		}
+	}
+	return served
+}
+
+// statusAddresses returns the usable addresses Istio allocated to host in the entry's status.
+func (t *Table) statusAddresses(e *Entry, key, host string) []netip.Addr {
+	var raw []string
+	for _, sa := range e.StatusAddresses {
+		if n, err := canonicalHost(sa.Host); err == nil && n == host {
+			raw = append(raw, sa.Value)
+		}
+	}
+	return t.parseAddresses(key, "status.addresses", raw)
+}
+
+// parseAddresses keeps the single addresses among raw (IPs and /32 or /128 CIDRs) and
+// records a problem for every other value.
+func (t *Table) parseAddresses(key, field string, raw []string) []netip.Addr {
+	var out []netip.Addr
+	for _, s := range raw {
+		a, reason, err := parseAddress(s)
+		if err != nil {
+			t.problem(kindAddress, reason, key, fmt.Sprintf("%s %q: %v", field, s, err))
+			continue
+		}
+		out = append(out, a)
+	}
+	return out
+}
+
+func (h *hostData) add(a netip.Addr) {
+	if _, dup := h.seen[a]; dup {
+		return
+	}
+	h.seen[a] = struct{}{}
+	h.addrs = append(h.addrs, a)
+}
+
+// addHost creates the node for a host, its ancestors up to the apex as empty non-terminals,
+// and, for a wildcard, the link from its parent that lookups synthesize from.
+func (t *Table) addHost(h *hostData, ttl uint32) {
+	n := t.ensure(h.name, h.zone)
+	var dropped4, dropped6 int
+	for _, a := range h.addrs {
+		switch {
+		case a.Is4() && len(n.a) < maxAddressesPerHost:
+			n.a = append(n.a, &dns.A{Hdr: header(h.name, dns.TypeA, ttl), A: a.AsSlice()})
+		case a.Is4():
+			dropped4++
+		case len(n.aaaa) < maxAddressesPerHost:
+			n.aaaa = append(n.aaaa, &dns.AAAA{Hdr: header(h.name, dns.TypeAAAA, ttl), AAAA: a.AsSlice()})
+		default:
+			dropped6++
+		}
+	}
+	if dropped4+dropped6 > 0 {
+		t.problem(kindAddress, reasonTooMany, strings.Join(h.entries, ","),
+			fmt.Sprintf("%d of %d addresses of %s (limit %d per family)", dropped4+dropped6, len(h.addrs), h.name, maxAddressesPerHost))
+	}
+	if parent, ok := strings.CutPrefix(h.name, "*."); ok {
+		t.ensure(parent, h.zone).wildcard = n
+	}
+}
+
+// ensure returns the node for name, creating it and every missing ancestor below the apex.
+func (t *Table) ensure(name string, z *zone) *node {
+	n, ok := t.names[name]
+	if ok {
+		return n
+	}
+	n = &node{zone: z}
+	t.names[name] = n
+	for off, end := dns.NextLabel(name, 0); !end; off, end = dns.NextLabel(name, off) {
+		ancestor := name[off:]
+		if _, ok := t.names[ancestor]; ok {
+			break // it, and so its ancestors, exist already
+		}
+		t.names[ancestor] = &node{zone: z}
+	}
+	return n
+}
+
+// zoneOf returns the most specific zone that contains name, or nil.
+func (t *Table) zoneOf(name string) *zone {
+	var best *zone
+	for _, z := range t.zones {
+		if dns.IsSubDomain(z.name, name) && (best == nil || len(z.name) > len(best.name)) {
+			best = z
+		}
+	}
+	return best
+}
+
+func (t *Table) problem(kind, reason, entry, detail string) {
+	t.problems = append(t.problems, Problem{Kind: kind, Reason: reason, Entry: entry, Detail: detail})
+}
+
+// lookup finds the node that answers qname (lower case, inside a zone of the table): the name
+// itself, else the wildcard child of its closest encloser (RFC 4592). When the name does not
+// exist it returns a nil node and the closest encloser's zone.
+func (t *Table) lookup(qname []byte) (*node, *zone) {
+	if n, ok := t.names[string(qname)]; ok {
+		return n, n.zone
+	}
+	for off, end := nextLabel(qname, 0); !end; off, end = nextLabel(qname, off) {
+		if ce, ok := t.names[string(qname[off:])]; ok {
+			return ce.wildcard, ce.zone
+		}
+	}
+	return nil, nil
+}
+
+func newZone(name string, ttl uint32, now time.Time) *zone {
+	ns := dnsName(name)
+	return &zone{
+		name: name,
+		soa: []dns.RR{&dns.SOA{
+			Hdr:     header(name, dns.TypeSOA, ttl),
+			Ns:      ns,
+			Mbox:    dns.Fqdn("hostmaster." + strings.TrimSuffix(name, ".")),
+			Serial:  uint32(now.Unix()),
+			Refresh: 7200,
+			Retry:   1800,
+			Expire:  86400,
+			Minttl:  ttl,
+		}},
+		ns: []dns.RR{&dns.NS{Hdr: header(name, dns.TypeNS, ttl), Ns: ns}},
+	}
+}
+
+// dnsName is the name server the zone's SOA and NS records name, as the kubernetes plugin does.
+func dnsName(zone string) string {
+	if zone == "." {
+		return "ns.dns."
+	}
+	return "ns.dns." + zone
+}
+
+func header(name string, rrtype uint16, ttl uint32) dns.RR_Header {
+	return dns.RR_Header{Name: name, Rrtype: rrtype, Class: dns.ClassINET, Ttl: ttl}
+}
+
+// canonicalHost returns host as a lower-case FQDN, or why it is not a name we can serve.
+// A single leading "*." label makes a wildcard; "*" anywhere else is an error.
+func canonicalHost(host string) (string, error) {
+	name := strings.ToLower(strings.TrimSuffix(host, "."))
+	if name == "" {
+		return "", fmt.Errorf("empty")
+	}
+	if len(name) > 253 {
+		return "", fmt.Errorf("longer than 253 characters")
+	}
+	labels := strings.Split(name, ".")
+	for i, l := range labels {
+		if l == "*" && i == 0 && len(labels) > 1 {
+			continue
+		}
+		if err := checkLabel(l); err != nil {
+			return "", fmt.Errorf("label %q: %v", l, err)
+		}
+	}
+	return name + ".", nil
+}
+
+func checkLabel(l string) error {
+	if l == "" {
+		return fmt.Errorf("empty label")
+	}
+	if len(l) > 63 {
+		return fmt.Errorf("longer than 63 characters")
+	}
+	for i := 0; i < len(l); i++ {
+		c := l[i]
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			if c == '*' {
+				return fmt.Errorf("a wildcard must be the whole first label")
+			}
+			return fmt.Errorf("character %s is not allowed", strconv.QuoteRune(rune(c)))
+		}
+	}
+	if l[0] == '-' || l[len(l)-1] == '-' {
+		return fmt.Errorf("starts or ends with a hyphen")
+	}
+	return nil
+}
+
+// parseAddress accepts an IPv4 or IPv6 address, or a CIDR of exactly one address. On error
+// it also returns the reason the value is skipped.
+func parseAddress(s string) (netip.Addr, string, error) {
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		p, perr := netip.ParsePrefix(s)
+		if perr != nil {
+			return netip.Addr{}, reasonInvalid, fmt.Errorf("not an IP address or CIDR")
+		}
+		if !p.IsSingleIP() {
+			return netip.Addr{}, reasonCIDR, fmt.Errorf("a range, not one address")
+		}
+		a = p.Addr()
+	}
+	if a.Zone() != "" {
+		return netip.Addr{}, reasonInvalid, fmt.Errorf("has an IPv6 zone")
+	}
+	a = a.Unmap()
+	if a.IsUnspecified() {
+		return netip.Addr{}, reasonUnspecified, fmt.Errorf("the unspecified address")
+	}
+	return a, "", nil
+}

@@ -1,0 +1,17 @@
+// Command kube-apiserver is the upstream API server, built from the Go module proxy at the
+// version pinned in go.mod, for the end-to-end tests.
+package main
+
+import (
+	"os"
+
+	_ "k8s.io/component-base/logs/json/register"
+	_ "k8s.io/component-base/metrics/prometheus/clientgo"
+	_ "k8s.io/component-base/metrics/prometheus/version"
+	"k8s.io/component-base/cli"
+	"k8s.io/kubernetes/cmd/kube-apiserver/app"
+)
+
+func main() {
+	os.Exit(cli.Run(app.NewAPIServerCommand()))
+}
