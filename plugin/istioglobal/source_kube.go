@@ -21,6 +21,7 @@ type kubeSource struct {
 	kubeconfig, context string // both empty: in-cluster config
 	namespaces          []string
 	config              *rest.Config
+	client              versioned.Interface // from config when nil
 
 	stopCh    chan struct{}
 	factories []externalversions.SharedInformerFactory
@@ -47,9 +48,12 @@ func (k *kubeSource) loadConfig() error {
 }
 
 func (k *kubeSource) start(notify func()) error {
-	client, err := versioned.NewForConfig(k.config)
-	if err != nil {
-		return err
+	client := k.client
+	if client == nil {
+		var err error
+		if client, err = versioned.NewForConfig(k.config); err != nil {
+			return err
+		}
 	}
 	namespaces := k.namespaces
 	if len(namespaces) == 0 {
