@@ -4,6 +4,7 @@ package istioglobal
 
 import (
 	"context"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -58,7 +59,7 @@ func (ig *IstioGlobal) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dn
 	}
 	q := r.Question[0]
 	var buf [nameBufSize]byte
-	qname := appendLower(buf[:0], q.Name)
+	qname := lower(&buf, q.Name)
 	zi := matchZone(ig.Zones, qname)
 	if zi < 0 || q.Qclass != dns.ClassINET {
 		return plugin.NextOrFailure(ig.Name(), ig.Next, ctx, w, r)
@@ -117,16 +118,15 @@ func (ig *IstioGlobal) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dn
 	return rp.write(w)
 }
 
-// reply is a response and the storage its sections usually need, so that answering costs one
-// allocation. The table's RRs are shared by every reader and are never handed out: copies are.
+// reply is a response and the storage its sections usually need, so that a reply costs one
+// allocation. RRs from the table are shared read-only, as the file plugin shares its zone's:
+// CoreDNS plugins that modify a response (cache, rewrite) copy it first. What this plugin
+// changes, the owner name, it changes on a copy; and every reply gets its own slices, which
+// plugins such as loadbalance reorder in place.
 type reply struct {
 	msg      dns.Msg
 	question [1]dns.Question
 	section  [1]dns.RR
-	a        dns.A
-	aaaa     dns.AAAA
-	soa      dns.SOA
-	ns       dns.NS
 }
 
 // setReply is dns.Msg.SetReply without the allocation of a question slice.
@@ -151,20 +151,26 @@ func (rp *reply) write(w dns.ResponseWriter) (int, error) {
 	return rp.msg.Rcode, nil
 }
 
-// authority returns a copy of the zone's SOA for the authority section of a negative answer.
+// authority returns the zone's SOA for the authority section of a negative answer.
 func (rp *reply) authority(soa []dns.RR) []dns.RR {
-	rp.soa = *soa[0].(*dns.SOA)
-	rp.section[0] = &rp.soa
+	rp.section[0] = soa[0]
 	return rp.section[:]
 }
 
-// renamed returns copies of src owned by name, the question's own spelling.
+// renamed returns src owned by name, the question's own spelling: the table's RRs when they
+// already are, copies when the name differs (a wildcard, or another case).
 func (rp *reply) renamed(src []dns.RR, name string) []dns.RR {
-	if len(src) == 1 {
-		rp.section[0] = rp.copyOne(src[0], name)
-		return rp.section[:]
+	if src[0].Header().Name == name {
+		if len(src) == 1 {
+			rp.section[0] = src[0]
+			return rp.section[:]
+		}
+		return slices.Clone(src)
 	}
-	out := make([]dns.RR, len(src))
+	out := rp.section[:]
+	if len(src) > 1 {
+		out = make([]dns.RR, len(src))
+	}
 	switch src[0].(type) {
 	case *dns.A:
 		cp := make([]dns.A, len(src))
@@ -189,43 +195,24 @@ func (rp *reply) renamed(src []dns.RR, name string) []dns.RR {
 	return out
 }
 
-func (rp *reply) copyOne(rr dns.RR, name string) dns.RR {
-	switch rr := rr.(type) {
-	case *dns.A:
-		rp.a = *rr
-		rp.a.Hdr.Name = name
-		return &rp.a
-	case *dns.AAAA:
-		rp.aaaa = *rr
-		rp.aaaa.Hdr.Name = name
-		return &rp.aaaa
-	case *dns.SOA:
-		rp.soa = *rr
-		rp.soa.Hdr.Name = name
-		return &rp.soa
-	case *dns.NS:
-		rp.ns = *rr
-		rp.ns.Hdr.Name = name
-		return &rp.ns
+// nameBufSize holds a name of the longest wire length (255 octets) in presentation format
+// unless it is full of escapes; a longer one simply grows onto the heap.
+const nameBufSize = 256
+
+// lower returns name lower-cased (ASCII only, as DNS compares names) in buf, or on the heap
+// when it does not fit.
+func lower(buf *[nameBufSize]byte, name string) []byte {
+	b := buf[:0]
+	if len(name) > len(buf) {
+		b = make([]byte, 0, len(name))
 	}
-	c := dns.Copy(rr)
-	c.Header().Name = name
-	return c
-}
-
-// nameBufSize holds any name in presentation format (255 octets, escapes can triple a few).
-const nameBufSize = 1024
-
-// appendLower appends name lower-cased (ASCII only, as DNS compares names) to dst.
-func appendLower(dst []byte, name string) []byte {
-	for i := 0; i < len(name); i++ {
-		c := name[i]
+	b = append(b, name...)
+	for i, c := range b {
 		if 'A' <= c && c <= 'Z' {
-			c += 'a' - 'A'
+			b[i] = c + 'a' - 'A'
 		}
-		dst = append(dst, c)
 	}
-	return dst
+	return b
 }
 
 // matchZone returns the index of the most specific of zones that contains qname, or -1.
