@@ -1,0 +1,47 @@
+# coredns-istio: `make run` serves the seeds' ServiceEntries on 127.0.0.1:1053; `make test` runs
+# every test, installing what it needs (Debian packages, the pinned kube-apiserver and etcd).
+
+GO      ?= go
+BIN     ?= bin/coredns-istio
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -s -w -X github.com/coredns/coredns/coremain.GitCommit=$(VERSION)
+
+.PHONY: all build run test unit e2e bench lint deps controlplane clean
+
+all: build
+
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/coredns-istio
+
+run: build
+	$(BIN) -conf corefile/Corefile.local
+
+# Everything: lint, unit tests (with the race detector) and the end-to-end tests against a real
+# kube-apiserver + etcd. The control plane is built once and cached under ~/.cache.
+test: lint deps
+	COREDNS_ISTIO_CONTROLPLANE="$$(test/tools/controlplane.sh)" \
+		$(GO) test -race -count=1 -timeout 30m ./...
+
+unit:
+	$(GO) test -race -count=1 ./plugin/... ./cmd/...
+
+e2e: deps
+	COREDNS_ISTIO_CONTROLPLANE="$$(test/tools/controlplane.sh)" \
+		$(GO) test -count=1 -timeout 30m -v ./test/...
+
+deps:
+	test/tools/install-deps.sh
+
+controlplane:
+	test/tools/controlplane.sh
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./plugin/istioglobal/
+
+lint:
+	@out="$$(gofmt -l $$(git ls-files '*.go'))"; \
+		if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+clean:
+	rm -rf bin
