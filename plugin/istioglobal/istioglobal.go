@@ -59,7 +59,7 @@ func (ig *IstioGlobal) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dn
 	}
 	q := r.Question[0]
 	var buf [nameBufSize]byte
-	qname := lower(&buf, q.Name)
+	qname, folded := lower(&buf, q.Name)
 	zi := matchZone(ig.Zones, qname)
 	if zi < 0 || q.Qclass != dns.ClassINET {
 		return plugin.NextOrFailure(ig.Name(), ig.Next, ctx, w, r)
@@ -72,7 +72,7 @@ func (ig *IstioGlobal) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dn
 
 	rp := new(reply)
 	rp.setReply(r)
-	n, z := t.lookup(qname)
+	n, z, exact := t.lookup(qname)
 	if n == nil {
 		if ig.Fall.Through(q.Name) {
 			return plugin.NextOrFailure(ig.Name(), ig.Next, ctx, w, r)
@@ -114,7 +114,9 @@ func (ig *IstioGlobal) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dn
 		rp.msg.Ns = rp.authority(n.zone.soa)
 		return rp.write(w)
 	}
-	rp.msg.Answer = rp.renamed(rrs, q.Name)
+	// The table's owner names are lower case: an exact match of an unfolded question has the
+	// question's spelling already, and comparing would touch the RR for nothing.
+	rp.msg.Answer = rp.renamed(rrs, q.Name, exact && !folded)
 	return rp.write(w)
 }
 
@@ -158,9 +160,10 @@ func (rp *reply) authority(soa []dns.RR) []dns.RR {
 }
 
 // renamed returns src owned by name, the question's own spelling: the table's RRs when they
-// already are, copies when the name differs (a wildcard, or another case).
-func (rp *reply) renamed(src []dns.RR, name string) []dns.RR {
-	if src[0].Header().Name == name {
+// already are (same says so, or the names compare equal), copies when the name differs (a
+// wildcard, or another case).
+func (rp *reply) renamed(src []dns.RR, name string, same bool) []dns.RR {
+	if same || src[0].Header().Name == name {
 		if len(src) == 1 {
 			rp.section[0] = src[0]
 			return rp.section[:]
@@ -200,9 +203,9 @@ func (rp *reply) renamed(src []dns.RR, name string) []dns.RR {
 const nameBufSize = 256
 
 // lower returns name lower-cased (ASCII only, as DNS compares names) in buf, or on the heap
-// when it does not fit.
-func lower(buf *[nameBufSize]byte, name string) []byte {
-	b := buf[:0]
+// when it does not fit, and whether any letter changed.
+func lower(buf *[nameBufSize]byte, name string) (b []byte, folded bool) {
+	b = buf[:0]
 	if len(name) > len(buf) {
 		b = make([]byte, 0, len(name))
 	}
@@ -210,9 +213,10 @@ func lower(buf *[nameBufSize]byte, name string) []byte {
 	for i, c := range b {
 		if 'A' <= c && c <= 'Z' {
 			b[i] = c + 'a' - 'A'
+			folded = true
 		}
 	}
-	return b
+	return b, folded
 }
 
 // matchZone returns the index of the most specific of zones that contains qname, or -1.

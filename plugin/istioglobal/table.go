@@ -224,18 +224,18 @@ func (t *Table) problem(kind, reason, entry, detail string) {
 }
 
 // lookup finds the node that answers qname (lower case, inside a zone of the table): the name
-// itself, else the wildcard child of its closest encloser (RFC 4592). When the name does not
-// exist it returns a nil node and the closest encloser's zone.
-func (t *Table) lookup(qname []byte) (*node, *zone) {
+// itself (exact), else the wildcard child of its closest encloser (RFC 4592). When the name
+// does not exist it returns a nil node and the closest encloser's zone.
+func (t *Table) lookup(qname []byte) (n *node, z *zone, exact bool) {
 	if n, ok := t.names[string(qname)]; ok {
-		return n, n.zone
+		return n, n.zone, true
 	}
 	for off, end := nextLabel(qname, 0); !end; off, end = nextLabel(qname, off) {
 		if ce, ok := t.names[string(qname[off:])]; ok {
-			return ce.wildcard, ce.zone
+			return ce.wildcard, ce.zone, false
 		}
 	}
-	return nil, nil
+	return nil, nil, false
 }
 
 func newZone(name string, ttl uint32, now time.Time) *zone {
