@@ -3,7 +3,9 @@ package test
 import (
 	"context"
 	"fmt"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -325,4 +327,64 @@ func grepLines(s, prefix string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// TestReloadLeavesNoWatch reloads the Corefile three times: each new instance serves, and the
+// API server's own count of open ServiceEntry watches shows the old instances' informers gone.
+func TestReloadLeavesNoWatch(t *testing.T) {
+	createNamespace(t, "reload")
+	applyServiceEntry(t, serviceEntryV1("reload", "svc", []string{"svc.reload.global"}, "240.0.6.1"))
+	withTTL := func(ttl int) string {
+		return strings.Replace(corefileFor("reload"), "    errors\n", "    errors\n    reload 2s 0s\n", 1) +
+			"# ttl " + fmt.Sprint(ttl) + "\n"
+	}
+	c := startCoreDNS(t, withTTL(30))
+	c.waitReady(t, 20*time.Second)
+	if n := serviceEntryWatches(t); n != 1 {
+		t.Fatalf("%d ServiceEntry watches open before any reload, want 1", n)
+	}
+	for _, ttl := range []uint32{10, 11, 12} {
+		corefile := strings.Replace(withTTL(int(ttl)), "ttl 30", fmt.Sprintf("ttl %d", ttl), 1)
+		corefile = strings.NewReplacer("{{.Port}}", fmt.Sprint(c.Port), "{{.ReadyPort}}", fmt.Sprint(c.ReadyPort),
+			"{{.HealthPort}}", fmt.Sprint(c.HealthPort), "{{.MetricsPort}}", fmt.Sprint(c.MetricsPort),
+			"{{.Kubeconfig}}", c.Kubeconfig).Replace(corefile)
+		if err := os.WriteFile(filepath.Join(c.Dir, "Corefile"), []byte(corefile), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, 15*time.Second, func() error {
+			m, err := exchangeMsg(c.Addr, new(dns.Msg).SetQuestion("svc.reload.global.", dns.TypeA), false)
+			if err != nil {
+				return err
+			}
+			if len(m.Answer) != 1 || m.Answer[0].Header().Ttl != ttl {
+				return fmt.Errorf("after reload: %v, want TTL %d", m.Answer, ttl)
+			}
+			return nil
+		})
+	}
+	eventually(t, 10*time.Second, func() error {
+		if n := serviceEntryWatches(t); n != 1 {
+			return fmt.Errorf("%d ServiceEntry watches open after 3 reloads, want 1", n)
+		}
+		return nil
+	})
+}
+
+// serviceEntryWatches is the API server's count of open watches on ServiceEntries.
+func serviceEntryWatches(t *testing.T) int {
+	t.Helper()
+	raw, err := kubeClient.CoreV1().RESTClient().Get().AbsPath("/metrics").DoRaw(apiContext(t))
+	if err != nil {
+		t.Fatalf("API server metrics: %v", err)
+	}
+	n := 0
+	for _, l := range strings.Split(string(raw), "\n") {
+		if strings.HasPrefix(l, "apiserver_longrunning_requests{") && strings.Contains(l, `resource="serviceentries"`) &&
+			strings.Contains(l, `verb="WATCH"`) {
+			var v float64
+			fmt.Sscan(l[strings.LastIndexByte(l, ' ')+1:], &v)
+			n += int(v)
+		}
+	}
+	return n
 }
