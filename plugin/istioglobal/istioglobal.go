@@ -271,8 +271,6 @@ func escaped(name []byte, i int) bool {
 // start launches the sources and the builder that publishes a table once all have synced.
 func (ig *IstioGlobal) start() error {
 	ig.changed = make(chan struct{}, 1)
-	ig.stop = make(chan struct{})
-	ig.done = make(chan struct{})
 	ig.logged = make(map[string]bool)
 	for i, s := range ig.sources {
 		if err := s.start(ig.notify); err != nil {
@@ -282,6 +280,8 @@ func (ig *IstioGlobal) start() error {
 			return plugin.Error(ig.Name(), err)
 		}
 	}
+	ig.stop = make(chan struct{})
+	ig.done = make(chan struct{})
 	go ig.run()
 	return nil
 }

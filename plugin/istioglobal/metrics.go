@@ -46,9 +46,13 @@ var (
 func observe(t *Table, took time.Duration) {
 	entriesServed.Set(float64(t.entries))
 	namesServed.Set(float64(t.hosts))
-	skipped.Reset()
+	counts := make(map[[2]string]int)
 	for _, p := range t.problems {
-		skipped.WithLabelValues(p.Kind, p.Reason).Inc()
+		counts[[2]string{p.Kind, p.Reason}]++
+	}
+	skipped.Reset() // reasons that are gone must not linger
+	for kr, n := range counts {
+		skipped.WithLabelValues(kr[0], kr[1]).Set(float64(n))
 	}
 	rebuildDuration.Observe(took.Seconds())
 	lastUpdate.Set(float64(t.built.UnixNano()) / 1e9)

@@ -317,3 +317,26 @@ func TestBurstsCoalesce(t *testing.T) {
 		t.Errorf("a burst of 1000 changes cost %d rebuilds, want at most 2", n)
 	}
 }
+
+// failingSource fails to start, as a source with a bad configuration would.
+type failingSource struct{ countingSource }
+
+func (*failingSource) start(func()) error { return fmt.Errorf("cannot start") }
+
+func TestFailedStartShutsDown(t *testing.T) {
+	ok := &countingSource{}
+	ok.list.Store(&[]Entry{})
+	ig := newIstioGlobal()
+	ig.Zones = []string{"global."}
+	ig.sources = []source{ok, &failingSource{}}
+	if err := ig.start(); err == nil || !strings.Contains(err.Error(), "cannot start") {
+		t.Fatalf("start: %v", err)
+	}
+	done := make(chan struct{})
+	go func() { ig.shutdown(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("shutdown after a failed start hangs")
+	}
+}
