@@ -1,0 +1,344 @@
+package stubdomain
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/util/uuid"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/leaderelection"
+	"k8s.io/client-go/tools/leaderelection/resourcelock"
+)
+
+// Watcher keeps the cluster DNS forwarding Zones to coredns-istio: it applies once, then again
+// (idempotently, through its Patcher) whenever the Service's cluster IPs or DNS port change or
+// someone edits the target ConfigMap. Both are watched with informers restricted to the one
+// object by name; a burst of events costs one apply.
+type Watcher struct {
+	Patcher *Patcher
+	Zones   []string
+	// Service (namespace/name) whose cluster IPs are the servers; "" to use Servers.
+	Service string
+	Servers []netip.AddrPort
+
+	Debounce time.Duration // quiet time that ends a burst of events; 0 means 200ms
+	Resync   time.Duration // re-apply at least this often anyway; 0 means 10 minutes
+	// Logf reports what happens; nil discards.
+	Logf func(format string, args ...any)
+}
+
+// Run watches and applies until ctx ends; it returns nil then. It returns an error only when it
+// cannot start (bad Service name, informers that never sync before ctx ends). Failed applies
+// are logged and retried with a backoff of up to a minute.
+func (w *Watcher) Run(ctx context.Context) error {
+	p := w.Patcher
+	if p == nil || p.Target.ConfigMap() == "" {
+		return errors.New("watch: no concrete target")
+	}
+	debounce := orDefault(w.Debounce, 200*time.Millisecond)
+	resync := orDefault(w.Resync, 10*time.Minute)
+	logf := w.Logf
+	if logf == nil {
+		logf = func(string, ...any) {}
+	}
+
+	trigger := make(chan struct{}, 1)
+	kick := func() {
+		select {
+		case trigger <- struct{}{}:
+		default:
+		}
+	}
+	onChange := cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(any) { kick() },
+		UpdateFunc: func(any, any) { kick() },
+		DeleteFunc: func(any) { kick() },
+	}
+
+	stop := make(chan struct{})
+	var factories []informers.SharedInformerFactory
+	defer func() {
+		close(stop)
+		for _, f := range factories {
+			f.Shutdown()
+		}
+	}()
+	byName := func(namespace, name string) informers.SharedInformerFactory {
+		f := informers.NewSharedInformerFactoryWithOptions(p.Client, resync,
+			informers.WithNamespace(namespace),
+			informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+				o.FieldSelector = fields.OneTermEqualSelector("metadata.name", name).String()
+			}))
+		factories = append(factories, f)
+		return f
+	}
+
+	var synced []cache.InformerSynced
+	cmInformer := byName(p.Namespace, p.Target.ConfigMap()).Core().V1().ConfigMaps().Informer()
+	reg, err := cmInformer.AddEventHandler(onChange)
+	if err != nil {
+		return err
+	}
+	synced = append(synced, reg.HasSynced)
+
+	var service func() (*corev1.Service, error)
+	if w.Service != "" {
+		ns, name, ok := strings.Cut(w.Service, "/")
+		if !ok || ns == "" || name == "" {
+			return fmt.Errorf("watch: bad Service %q: want NAMESPACE/NAME", w.Service)
+		}
+		svcs := byName(ns, name).Core().V1().Services()
+		reg, err := svcs.Informer().AddEventHandler(onChange)
+		if err != nil {
+			return err
+		}
+		synced = append(synced, reg.HasSynced)
+		lister := svcs.Lister().Services(ns)
+		service = func() (*corev1.Service, error) { return lister.Get(name) }
+	}
+	for _, f := range factories {
+		f.Start(stop)
+	}
+	if !cache.WaitForCacheSync(ctx.Done(), synced...) {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return errors.New("watch: informers did not sync")
+	}
+	if w.Service != "" {
+		logf("watching ConfigMap %s/%s and Service %s", p.Namespace, p.Target.ConfigMap(), w.Service)
+	} else {
+		logf("watching ConfigMap %s/%s", p.Namespace, p.Target.ConfigMap())
+	}
+
+	r := &reconciler{w: w, logf: logf, service: service}
+	kick()
+	var retry <-chan time.Time
+	failures := 0
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-trigger:
+		case <-retry:
+		}
+		// Debounce: wait until events stop for a moment (at most 10 quiet periods).
+		quiet := time.NewTimer(debounce)
+		limit := time.NewTimer(10 * debounce)
+	burst:
+		for {
+			select {
+			case <-ctx.Done():
+				quiet.Stop()
+				limit.Stop()
+				return nil
+			case <-trigger:
+				quiet.Reset(debounce)
+			case <-quiet.C:
+				break burst
+			case <-limit.C:
+				break burst
+			}
+		}
+		quiet.Stop()
+		limit.Stop()
+
+		if err := r.reconcile(ctx); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			failures++
+			delay := min(time.Minute, time.Second<<min(failures-1, 6))
+			logf("error: %v (retrying in %v)", err, delay)
+			retry = time.After(delay)
+		} else {
+			failures = 0
+			retry = nil
+		}
+	}
+}
+
+func orDefault(d, def time.Duration) time.Duration {
+	if d > 0 {
+		return d
+	}
+	return def
+}
+
+// reconciler applies the desired state once per call, and logs only what changed.
+type reconciler struct {
+	w        *Watcher
+	logf     func(string, ...any)
+	service  func() (*corev1.Service, error)
+	servers  []netip.AddrPort // last desired servers, to log their changes
+	warnings map[string]bool  // warnings already logged
+	missing  bool             // the Service was missing last time
+}
+
+func (r *reconciler) reconcile(ctx context.Context) error {
+	servers := r.w.Servers
+	if r.service != nil {
+		svc, err := r.service()
+		if apierrors.IsNotFound(err) {
+			if !r.missing {
+				r.logf("Service %s not found: leaving the cluster DNS as it is until it exists again", r.w.Service)
+			}
+			r.missing = true
+			return nil
+		} else if err != nil {
+			return err
+		}
+		r.missing = false
+		if servers, err = ServiceServers(svc); err != nil {
+			return err
+		}
+	}
+	if !slices.Equal(servers, r.servers) {
+		r.logf("desired: %s → %s", strings.Join(r.w.Zones, ","), FormatServers(servers))
+		r.servers = servers
+	}
+	res, err := r.w.Patcher.Apply(ctx, r.w.Zones, servers)
+	for _, warning := range res.Warnings {
+		if !r.warnings[warning] {
+			r.logf("warning: %s", warning)
+			if r.warnings == nil {
+				r.warnings = map[string]bool{}
+			}
+			r.warnings[warning] = true
+		}
+	}
+	if err != nil {
+		return err
+	}
+	if res.Action != Unchanged {
+		retried := ""
+		if res.Attempts > 1 {
+			retried = fmt.Sprintf(" (after %d conflicts)", res.Attempts-1)
+		}
+		r.logf("ConfigMap %s: %s%s\n%s", res.ConfigMap, res.Action, retried, strings.TrimRight(res.Diff, "\n"))
+	}
+	return nil
+}
+
+// LeaderElection configures RunLeaderElected. Zero durations take client-go's usual values
+// (15s lease, 10s renew deadline, 2s retry period).
+type LeaderElection struct {
+	Namespace, Name string // the Lease
+	Identity        string // "" means HOSTNAME_UUID
+	LeaseDuration   time.Duration
+	RenewDeadline   time.Duration
+	RetryPeriod     time.Duration
+}
+
+// ErrLostLease is returned by RunLeaderElected when the lease was lost while running: the
+// caller should exit, and its supervisor restart it as a candidate.
+var ErrLostLease = errors.New("lost the leader lease")
+
+// RunLeaderElected runs run while holding the Lease, so that of several replicas only one
+// writes. It returns when ctx ends (after run has returned, releasing the Lease so a standby
+// takes over at once), when run returns by itself (its error), or when the lease is lost
+// (ErrLostLease).
+func RunLeaderElected(ctx context.Context, client kubernetes.Interface, cfg LeaderElection, logf func(string, ...any), run func(context.Context) error) error {
+	if logf == nil {
+		logf = func(string, ...any) {}
+	}
+	id := cfg.Identity
+	if id == "" {
+		host, _ := os.Hostname()
+		id = host + "_" + string(uuid.NewUUID())
+	}
+	lock := &resourcelock.LeaseLock{
+		LeaseMeta:  metav1.ObjectMeta{Namespace: cfg.Namespace, Name: cfg.Name},
+		Client:     client.CoordinationV1(),
+		LockConfig: resourcelock.ResourceLockConfig{Identity: id},
+	}
+
+	// The Lease outlives ctx a little: it is released only after run has returned, so no
+	// standby starts writing while this one still might.
+	leCtx, cancelLE := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelLE()
+	var (
+		mu      sync.Mutex
+		running bool
+		runErr  error
+		runDone = make(chan struct{})
+	)
+	elector, err := leaderelection.NewLeaderElector(leaderelection.LeaderElectionConfig{
+		Lock:            lock,
+		Name:            cfg.Name,
+		LeaseDuration:   orDefault(cfg.LeaseDuration, 15*time.Second),
+		RenewDeadline:   orDefault(cfg.RenewDeadline, 10*time.Second),
+		RetryPeriod:     orDefault(cfg.RetryPeriod, 2*time.Second),
+		ReleaseOnCancel: true,
+		Callbacks: leaderelection.LeaderCallbacks{
+			OnStartedLeading: func(leading context.Context) {
+				mu.Lock()
+				if ctx.Err() != nil {
+					mu.Unlock()
+					cancelLE()
+					return
+				}
+				running = true
+				mu.Unlock()
+				defer close(runDone)
+				defer cancelLE() // Whatever ended run, give the Lease up.
+				logf("leader election: %s leads (Lease %s/%s)", id, cfg.Namespace, cfg.Name)
+				runCtx, cancel := context.WithCancel(leading)
+				defer cancel()
+				stop := context.AfterFunc(ctx, cancel)
+				defer stop()
+				runErr = run(runCtx)
+			},
+			OnStoppedLeading: func() {},
+			OnNewLeader: func(leader string) {
+				if leader != id {
+					logf("leader election: %s leads; %s stands by", leader, id)
+				}
+			},
+		},
+	})
+	if err != nil {
+		return err
+	}
+	go func() {
+		<-ctx.Done()
+		mu.Lock()
+		r := running
+		mu.Unlock()
+		if r {
+			<-runDone // run sees ctx end, returns, and then releases the Lease.
+		}
+		cancelLE()
+	}()
+	logf("leader election: candidate %s for Lease %s/%s", id, cfg.Namespace, cfg.Name)
+	elector.Run(leCtx)
+
+	mu.Lock()
+	r := running
+	mu.Unlock()
+	if !r {
+		return nil // ctx ended before we led.
+	}
+	<-runDone
+	switch {
+	case runErr != nil:
+		return runErr
+	case ctx.Err() != nil:
+		logf("leader election: %s released Lease %s/%s", id, cfg.Namespace, cfg.Name)
+		return nil
+	}
+	return ErrLostLease
+}

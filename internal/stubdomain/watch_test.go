@@ -1,0 +1,249 @@
+package stubdomain
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
+)
+
+// waitFor polls f every 10ms for up to 5s.
+func waitFor(t *testing.T, what string, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		err := f()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %v", what, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func globalServers(client *fake.Clientset) (string, error) {
+	cm, err := client.CoreV1().ConfigMaps("kube-system").Get(context.Background(), "kube-dns", metav1.GetOptions{})
+	if err != nil {
+		return "", err
+	}
+	s, err := StubDomainServers(cm.Data["stubDomains"], "global")
+	return strings.Join(s, ","), err
+}
+
+func wantGlobal(client *fake.Clientset, want string) func() error {
+	return func() error {
+		got, err := globalServers(client)
+		if err == nil && got != want {
+			err = fmt.Errorf("global → %q, want %q", got, want)
+		}
+		return err
+	}
+}
+
+func TestWatcher(t *testing.T) {
+	svc := service([]string{"10.0.0.53"}, corev1.ServicePort{Name: "dns", Port: 53, Protocol: corev1.ProtocolUDP})
+	client := fake.NewClientset(svc, configMap("kube-dns", map[string]string{"upstreamNameservers": `["8.8.8.8"]`}))
+	var logMu sync.Mutex
+	var log strings.Builder
+	w := &Watcher{
+		Patcher:  &Patcher{Client: client, Namespace: "kube-system", Target: KubeDNS},
+		Zones:    []string{"global"},
+		Service:  "istio-system/istiocoredns",
+		Debounce: 10 * time.Millisecond,
+		Logf: func(format string, args ...any) {
+			logMu.Lock()
+			defer logMu.Unlock()
+			fmt.Fprintf(&log, format+"\n", args...)
+		},
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+		logMu.Lock()
+		t.Logf("log:\n%s", log.String())
+		logMu.Unlock()
+	}()
+
+	waitFor(t, "initial apply", wantGlobal(client, "10.0.0.53"))
+
+	// The Service changes its addresses: the config follows.
+	svcs := client.CoreV1().Services("istio-system")
+	svc.Spec.ClusterIPs = []string{"10.0.0.54", "fd00:10::54"}
+	svc.Spec.ClusterIP = "10.0.0.54"
+	if _, err := svcs.Update(ctx, svc, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "Service change", wantGlobal(client, "10.0.0.54,fd00:10::54"))
+
+	// Someone reverts the ConfigMap: re-applied, their other key kept.
+	cms := client.CoreV1().ConfigMaps("kube-system")
+	if _, err := cms.Update(ctx, configMap("kube-dns", map[string]string{"upstreamNameservers": `["8.8.8.8"]`, "x": "y"}), metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "revert", func() error {
+		cm, err := cms.Get(ctx, "kube-dns", metav1.GetOptions{})
+		if err != nil || cm.Data["x"] != "y" || cm.Data["upstreamNameservers"] != `["8.8.8.8"]` {
+			return fmt.Errorf("%v %q", err, cm.Data)
+		}
+		return wantGlobal(client, "10.0.0.54,fd00:10::54")()
+	})
+
+	// The Service goes away: the config stays; it comes back elsewhere: the config follows.
+	if err := svcs.Delete(ctx, svc.Name, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "log of the deletion", func() error {
+		logMu.Lock()
+		defer logMu.Unlock()
+		if !strings.Contains(log.String(), "not found") {
+			return errors.New("not logged")
+		}
+		return nil
+	})
+	if err := wantGlobal(client, "10.0.0.54,fd00:10::54")(); err != nil {
+		t.Errorf("after the Service's deletion: %v", err)
+	}
+	svc = service([]string{"10.0.0.99"}, corev1.ServicePort{Name: "dns", Port: 53, Protocol: corev1.ProtocolUDP})
+	if _, err := svcs.Create(ctx, svc, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "recreated Service", wantGlobal(client, "10.0.0.99"))
+}
+
+// TestWatcherDebounces: a burst of events costs a few applies, not one per event.
+func TestWatcherDebounces(t *testing.T) {
+	client := fake.NewClientset(configMap("kube-dns", nil))
+	var gets atomic.Int32
+	client.PrependReactor("get", "configmaps", func(k8stesting.Action) (bool, runtime.Object, error) {
+		gets.Add(1)
+		return false, nil, nil
+	})
+	w := &Watcher{
+		Patcher:  &Patcher{Client: client, Namespace: "kube-system", Target: KubeDNS},
+		Zones:    []string{"global"},
+		Servers:  istioDNS,
+		Debounce: 100 * time.Millisecond,
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	waitFor(t, "initial apply", wantGlobal(client, "10.0.0.53"))
+	time.Sleep(300 * time.Millisecond)
+	before := gets.Load()
+	for i := range 50 {
+		cm := configMap("kube-dns", map[string]string{"stubDomains": `{"global":["10.0.0.53"]}`, "n": fmt.Sprint(i)})
+		if _, err := client.CoreV1().ConfigMaps("kube-system").Update(ctx, cm, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(500 * time.Millisecond)
+	cancel()
+	if err := <-done; err != nil {
+		t.Error(err)
+	}
+	// Each apply is one Get (the test's own Gets of the loop above are none).
+	if n := gets.Load() - before; n < 1 || n > 3 {
+		t.Errorf("%d applies for a burst of 50 events", n)
+	}
+}
+
+func TestRunLeaderElected(t *testing.T) {
+	client := fake.NewClientset()
+	// Reactors must be in place before the clients run: the fake does not lock them.
+	var unreachable atomic.Bool
+	client.PrependReactor("update", "leases", func(k8stesting.Action) (bool, runtime.Object, error) {
+		if unreachable.Load() {
+			return true, nil, errors.New("API server unreachable")
+		}
+		return false, nil, nil
+	})
+	cfg := LeaderElection{Namespace: "istio-system", Name: "lease", LeaseDuration: time.Second, RenewDeadline: 500 * time.Millisecond, RetryPeriod: 50 * time.Millisecond}
+
+	type candidate struct {
+		cancel  context.CancelFunc
+		done    chan error
+		running atomic.Bool
+	}
+	start := func(id string) *candidate {
+		c := &candidate{done: make(chan error, 1)}
+		ctx, cancel := context.WithCancel(context.Background())
+		c.cancel = cancel
+		cfg := cfg
+		cfg.Identity = id
+		go func() {
+			c.done <- RunLeaderElected(ctx, client, cfg, func(f string, a ...any) { t.Logf(id+": "+f, a...) }, func(ctx context.Context) error {
+				c.running.Store(true)
+				<-ctx.Done()
+				c.running.Store(false)
+				return nil
+			})
+		}()
+		return c
+	}
+	holder := func() string {
+		l, err := client.CoordinationV1().Leases("istio-system").Get(context.Background(), "lease", metav1.GetOptions{})
+		if err != nil || l.Spec.HolderIdentity == nil {
+			return ""
+		}
+		return *l.Spec.HolderIdentity
+	}
+
+	a := start("a")
+	waitFor(t, "a leads", func() error {
+		if !a.running.Load() || holder() != "a" {
+			return fmt.Errorf("running %v, holder %q", a.running.Load(), holder())
+		}
+		return nil
+	})
+	b := start("b")
+	time.Sleep(300 * time.Millisecond)
+	if b.running.Load() || holder() != "a" {
+		t.Fatalf("b runs beside a (holder %q)", holder())
+	}
+
+	// a stops: it releases the Lease, and b takes over well before the lease would expire.
+	stopped := time.Now()
+	a.cancel()
+	if err := <-a.done; err != nil {
+		t.Errorf("a: %v", err)
+	}
+	waitFor(t, "b leads", func() error {
+		if !b.running.Load() || holder() != "b" {
+			return fmt.Errorf("running %v, holder %q", b.running.Load(), holder())
+		}
+		return nil
+	})
+	t.Logf("b took over %v after a stopped", time.Since(stopped).Round(time.Millisecond))
+
+	// b cannot renew: it stops running and reports the lost lease.
+	unreachable.Store(true)
+	select {
+	case err := <-b.done:
+		if !errors.Is(err, ErrLostLease) {
+			t.Errorf("b: %v, want ErrLostLease", err)
+		}
+		if b.running.Load() {
+			t.Error("b still running after losing the lease")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("b did not notice the lost lease")
+	}
+	b.cancel()
+}
