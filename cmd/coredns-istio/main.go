@@ -3,6 +3,8 @@
 package main
 
 import (
+	"os"
+
 	"github.com/coredns/coredns/core/dnsserver"
 	_ "github.com/coredns/coredns/core/plugin" // The stock CoreDNS plugins.
 	"github.com/coredns/coredns/coremain"
@@ -33,5 +35,10 @@ func insertBefore(directives []string, anchor, name string) []string {
 }
 
 func main() {
+	// `coredns-istio stubdomain ...` wires the cluster DNS to coredns-istio; anything else is
+	// CoreDNS's own command line.
+	if len(os.Args) > 1 && os.Args[1] == "stubdomain" {
+		os.Exit(stubdomainMain(os.Args[2:], os.Stdout, os.Stderr))
+	}
 	coremain.Run()
 }

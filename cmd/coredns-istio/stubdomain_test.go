@@ -1,0 +1,120 @@
+package main
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/fake"
+)
+
+// runWith runs the subcommand against client and returns its exit status and output.
+func runWith(t *testing.T, client kubernetes.Interface, args ...string) (int, string, string) {
+	t.Helper()
+	saved := newKubeClient
+	t.Cleanup(func() { newKubeClient = saved })
+	newKubeClient = func(string, string) (kubernetes.Interface, error) {
+		if client == nil {
+			t.Fatal("the API was used")
+		}
+		return client, nil
+	}
+	var stdout, stderr strings.Builder
+	code := stubdomainMain(args, &stdout, &stderr)
+	return code, stdout.String(), stderr.String()
+}
+
+func TestStubdomainUsage(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		code int
+		out  string // in stdout or stderr
+	}{
+		{nil, 2, "Usage: coredns-istio stubdomain COMMAND"},
+		{[]string{"-h"}, 0, "Commands:"},
+		{[]string{"frobnicate"}, 2, `unknown command "frobnicate"`},
+		{[]string{"apply", "-h"}, 0, "-dry-run"},
+		{[]string{"watch", "--help"}, 0, "-leader-elect-namespace"},
+		{[]string{"apply", "--bogus"}, 2, "flag provided but not defined: -bogus"},
+		{[]string{"apply", "extra"}, 2, `unexpected argument "extra"`},
+		{[]string{"apply", "--ip", "10.0.0.53", "--service", "a/b"}, 2, "--ip and --service exclude each other"},
+		{[]string{"apply", "--ip", "nonsense"}, 2, `--ip: bad server address "nonsense"`},
+		{[]string{"apply", "--service", "nonamespace"}, 2, "want NAMESPACE/NAME"},
+		{[]string{"apply", "--target", "bind"}, 2, `unknown target "bind"`},
+		{[]string{"apply", "--zones", "a..b"}, 2, "--zones"},
+		{[]string{"status", "--dry-run"}, 2, "not defined: -dry-run"},
+		{[]string{"apply", "--leader-elect=false"}, 2, "not defined: -leader-elect"},
+		{[]string{"watch", "--leader-elect-lease-duration=1s", "--leader-elect-renew-deadline=2s"}, 2, "lease duration > renew deadline"},
+	} {
+		code, stdout, stderr := runWith(t, nil, tc.args...)
+		if code != tc.code || !strings.Contains(stdout+stderr, tc.out) {
+			t.Errorf("%v: exit %d, want %d, with %q in:\n%s%s", tc.args, code, tc.code, tc.out, stdout, stderr)
+		}
+	}
+}
+
+func TestStubdomainCommands(t *testing.T) {
+	svc := &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "istio-system", Name: "istiocoredns"},
+		Spec: corev1.ServiceSpec{
+			ClusterIP: "10.0.0.53", ClusterIPs: []string{"10.0.0.53", "fd00:10::35"},
+			Ports: []corev1.ServicePort{{Name: "dns", Port: 53, Protocol: corev1.ProtocolUDP}},
+		},
+	}
+	kubeDNS := &corev1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "kube-system", Name: "kube-dns"},
+		Data:       map[string]string{"upstreamNameservers": `["8.8.8.8"]`},
+	}
+	client := fake.NewClientset([]runtime.Object{svc, kubeDNS}...)
+
+	code, out, errOut := runWith(t, client, "status")
+	if code != 1 || !strings.Contains(out, "target: kube-dns (no CoreDNS, and ConfigMap kube-system/kube-dns exists)") ||
+		!strings.Contains(out, "global: not configured") {
+		t.Errorf("status before apply: exit %d\n%s%s", code, out, errOut)
+	}
+
+	code, out, errOut = runWith(t, client, "apply", "--dry-run")
+	if code != 0 || !strings.Contains(out, "+++ kube-system/kube-dns stubDomains") || !strings.Contains(out, "dry run, nothing written") {
+		t.Errorf("apply --dry-run: exit %d\n%s%s", code, out, errOut)
+	}
+
+	code, out, errOut = runWith(t, client, "apply")
+	if code != 0 || !strings.Contains(out, "servers: 10.0.0.53,fd00:10::35 (Service istio-system/istiocoredns)") ||
+		!strings.Contains(out, "ConfigMap kube-system/kube-dns: updated") {
+		t.Errorf("apply: exit %d\n%s%s", code, out, errOut)
+	}
+	code, out, _ = runWith(t, client, "apply")
+	if code != 0 || !strings.Contains(out, "unchanged") {
+		t.Errorf("second apply: exit %d\n%s", code, out)
+	}
+	code, out, _ = runWith(t, client, "status")
+	if code != 0 || !strings.Contains(out, "global: forwards to 10.0.0.53,fd00:10::35") || !strings.Contains(out, "matches") {
+		t.Errorf("status after apply: exit %d\n%s", code, out)
+	}
+	code, out, _ = runWith(t, client, "status", "--ip", "10.0.0.9")
+	if code != 1 || !strings.Contains(out, "differs") {
+		t.Errorf("status with other servers: exit %d\n%s", code, out)
+	}
+	code, out, _ = runWith(t, client, "remove")
+	if code != 0 || !strings.Contains(out, "updated (without global)") {
+		t.Errorf("remove: exit %d\n%s", code, out)
+	}
+	cm, err := client.CoreV1().ConfigMaps("kube-system").Get(context.Background(), "kube-dns", metav1.GetOptions{})
+	if err != nil || len(cm.Data) != 1 || cm.Data["upstreamNameservers"] != `["8.8.8.8"]` {
+		t.Errorf("after remove: %v %q", err, cm.Data)
+	}
+
+	// Errors: status exits 2, apply 1.
+	code, _, errOut = runWith(t, client, "status", "--service", "istio-system/missing")
+	if code != 2 || !strings.Contains(errOut, "istio-system/missing") {
+		t.Errorf("status without the Service: exit %d\n%s", code, errOut)
+	}
+	code, _, errOut = runWith(t, fake.NewClientset(), "apply", "--ip", "10.0.0.53")
+	if code != 1 || !strings.Contains(errOut, "cannot tell which cluster DNS runs; use --target") {
+		t.Errorf("apply without a cluster DNS: exit %d\n%s", code, errOut)
+	}
+}
