@@ -101,7 +101,9 @@ func startControlPlane(ctx context.Context, binDir, dir string) (*controlPlane, 
 		"--service-account-issuer="+cp.host,
 		"--service-account-key-file="+files["sa.pub"],
 		"--service-account-signing-key-file="+files["sa.key"],
-		"--service-cluster-ip-range=10.0.0.0/24",
+		// Dual-stack, so Services can have an IPv4 and an IPv6 cluster IP. Nothing is ever sent
+		// to these addresses: tests only write them into ConfigMaps.
+		"--service-cluster-ip-range=10.0.0.0/24,fd00:10::/112",
 		// No endpoints for the kubernetes Service: they would name a non-loopback address.
 		"--endpoint-reconciler-type=none",
 	); err != nil {

@@ -360,3 +360,59 @@ func kubeconfigFile(t testing.TB, cfg *rest.Config) string {
 	}
 	return path
 }
+
+// dnsmasqBinary finds dnsmasq, which Debian's dnsmasq-base installs in /usr/sbin (often not on
+// a non-root PATH).
+func dnsmasqBinary(t testing.TB) string {
+	t.Helper()
+	if path, err := exec.LookPath("dnsmasq"); err == nil {
+		return path
+	}
+	if _, err := os.Stat("/usr/sbin/dnsmasq"); err == nil {
+		return "/usr/sbin/dnsmasq"
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatal("dnsmasq is not installed (test/tools/install-deps.sh)")
+	}
+	t.Skip("dnsmasq is not installed (test/tools/install-deps.sh)")
+	return ""
+}
+
+// startDnsmasq runs dnsmasq in the foreground on a free 127.0.0.1 port, with no upstream,
+// hosts file or configuration file of its own, plus args (e.g. --server=/global/IP#PORT, as
+// kube-dns runs it). It waits until the port accepts TCP connections and returns its address;
+// the process is stopped when the test ends, and its log shown if the test failed.
+func startDnsmasq(t testing.TB, args ...string) string {
+	t.Helper()
+	bin := dnsmasqBinary(t)
+	p := port(t)
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(p))
+	all := append([]string{
+		"--keep-in-foreground", "--no-resolv", "--no-hosts", "--conf-file=/dev/null",
+		"--listen-address=127.0.0.1", "--bind-interfaces", "--port=" + strconv.Itoa(p),
+		"--pid-file=", // No pid file: several may run at once.
+		"--log-facility=-", "--log-queries",
+	}, args...)
+	var out syncBuffer
+	proc, err := startProcess("dnsmasq", &out, t.TempDir(), bin, all...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		proc.stop(5 * time.Second)
+		if t.Failed() {
+			t.Logf("dnsmasq %s:\n%s", strings.Join(all, " "), out.String())
+		}
+	})
+	err = poll(context.Background(), 10*time.Second, proc, func(context.Context) error {
+		conn, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			conn.Close()
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatalf("dnsmasq does not listen on %s: %v\n%s", addr, err, out.String())
+	}
+	return addr
+}
