@@ -1,0 +1,399 @@
+package istioglobal
+
+import (
+	"encoding/binary"
+	"fmt"
+	"maps"
+	"math"
+	"math/bits"
+	"net/netip"
+	"slices"
+	"strings"
+	"time"
+)
+
+// defaultAllocateRanges are the VIP ranges used when none are configured. Istio's own
+// allocators take 240.240.0.0/16 and 2001:2::/48; ours must never overlap them, or a VIP of ours
+// could equal one Istio hands out. 240.241.0.0/16 is the next /16 of the same class E space
+// (reserved, never routed); 100::/64 is the IPv6 discard-only prefix (RFC 6666): never routed,
+// so a packet that escaped the sidecar would be dropped, not delivered somewhere else.
+var defaultAllocateRanges = []netip.Prefix{
+	netip.MustParsePrefix("240.241.0.0/16"),
+	netip.MustParsePrefix("100::/64"),
+}
+
+// VIPs are the addresses allocated to one host: at most one per family (zero Addr = none).
+type VIPs struct{ V4, V6 netip.Addr }
+
+// Allocation is one host's VIPs as persisted; Released is when the host went away (zero while
+// it lives).
+type Allocation struct {
+	VIPs
+	Released time.Time
+}
+
+// allocator hands out VIPs from the configured ranges. It is pure: no I/O, no state between
+// calls, so every replica computes the same answer from the same input.
+type allocator struct {
+	v4, v6 pool
+	grace  time.Duration // how long a released allocation keeps its addresses from others
+}
+
+// pool is one family's ranges read as a single sequence of usable addresses: each range in the
+// order configured, from its second address up. IPv4 skips the network and broadcast addresses,
+// IPv6 the subnet-router anycast address (the first).
+type pool struct {
+	ranges []netip.Prefix
+	sizes  []uint64 // usable addresses of each range, saturating
+	total  uint64   // saturating: a family uses at most 2^64-1 addresses, ranges beyond are never reached
+}
+
+// probeSlack bounds a probe beyond the addresses the allocations themselves can block: only a
+// reserved CIDR (a range in some spec.addresses) can block more, and it may cover the whole pool.
+const probeSlack = 1 << 16
+
+// newAllocator validates ranges (any number of IPv4 and IPv6 prefixes; a family with none is
+// off) and grace.
+func newAllocator(ranges []netip.Prefix, grace time.Duration) (*allocator, error) {
+	if grace < 0 {
+		return nil, fmt.Errorf("grace %v is negative", grace)
+	}
+	a := &allocator{grace: grace}
+	for i, r := range ranges {
+		switch {
+		case !r.IsValid():
+			return nil, fmt.Errorf("range #%d is not a valid prefix", i+1)
+		case r.Addr().Is4In6():
+			return nil, fmt.Errorf("range %s: an IPv4-mapped IPv6 range, write it as IPv4", r)
+		case r != r.Masked():
+			return nil, fmt.Errorf("range %s: host bits are set, the range is %s", r, r.Masked())
+		case r.Addr().Is4() && r.Bits() > 30:
+			return nil, fmt.Errorf("range %s: too small, an IPv4 range is at most /30", r)
+		case r.Addr().Is6() && r.Bits() > 126:
+			return nil, fmt.Errorf("range %s: too small, an IPv6 range is at most /126", r)
+		}
+		for _, q := range ranges[:i] {
+			if q.Overlaps(r) {
+				return nil, fmt.Errorf("range %s overlaps range %s", r, q)
+			}
+		}
+		if r.Addr().Is4() {
+			a.v4.add(r)
+		} else {
+			a.v6.add(r)
+		}
+	}
+	return a, nil
+}
+
+// capacity returns how many addresses each family can hand out (saturating); the caller
+// subtracts what is held or reserved to report what is free.
+func (a *allocator) capacity() (v4, v6 uint64) { return a.v4.total, a.v6.total }
+
+// contains reports whether x is an address the allocator could hand out with its current ranges.
+func (a *allocator) contains(x netip.Addr) bool { return a.v4.contains(x) || a.v6.contains(x) }
+
+// deterministic gives each host (in priority order: oldest entry first, then namespace/name)
+// one VIP per configured family, never an address reserved reports, never one address to two
+// hosts; hosts left without an address in some family are returned in exhausted.
+//
+// A host's candidates start at the FNV-1a 64 hash of its name (canonical, with the trailing
+// dot) modulo the family's size and probe linearly, wrapping, across the family's ranges in
+// order. The hash and the probe order are the contract between replicas and across upgrades:
+// changing either renumbers every VIP.
+//
+// Consequence: a host's VIP depends only on its name and on what is taken along its probe
+// before it, so it keeps its VIP whatever other hosts come and go, except when it collided.
+// When an address it probed past frees up (its host was deleted, or moved back itself, or the
+// address is no longer reserved) it moves back to it, and a host ahead of it in priority order
+// that comes to probe onto its address takes it. New ServiceEntries sort last, so adding entries
+// never moves a VIP. The persisted mode (next) removes these exceptions.
+func (a *allocator) deterministic(hosts []string, reserved func(netip.Addr) bool) (vips map[string]VIPs, exhausted []string) {
+	// Defined through next, so the persisted mode picks exactly what this mode would.
+	next, exhausted, _ := a.next(nil, hosts, reserved, time.Time{})
+	vips = make(map[string]VIPs, len(next))
+	for h, al := range next {
+		vips[h] = al.VIPs
+	}
+	return vips, exhausted
+}
+
+// next is the persisted mode's state transition from current (what the ConfigMap holds) for
+// the live hosts (in priority order), at now. It never mutates current.
+//
+//   - A live host keeps its allocation, always, even when an address of it has become reserved
+//     since: such hosts are returned in conflicts (as are live hosts sharing an address, which
+//     only a hand-edited ConfigMap can hold). Moving a live VIP would break its clients.
+//   - A host that went away is marked released at now; a released allocation older than grace
+//     is dropped. Until then its addresses go to no one else, but its host, if it comes back,
+//     gets them back.
+//   - New hosts, and live ones missing a configured family (a range was added), get addresses as
+//     deterministic picks them, with every address held in current and every reserved one taken.
+//   - An address outside the ranges now configured, or of a family no longer configured, is kept
+//     while its host lives: removing a range renumbers no one. To renumber, delete the host's
+//     ConfigMap entry.
+//
+// exhausted lists the hosts left without an address in some configured family.
+func (a *allocator) next(current map[string]Allocation, hosts []string, reserved func(netip.Addr) bool, now time.Time) (next map[string]Allocation, exhausted, conflicts []string) {
+	live := make(map[string]bool, len(hosts))
+	order := make([]string, 0, len(hosts))
+	for _, h := range hosts {
+		if !live[h] {
+			live[h] = true
+			order = append(order, h)
+		}
+	}
+
+	next = make(map[string]Allocation, max(len(current), len(order)))
+	taken := make(map[netip.Addr]string, 2*len(current))
+	conflict := make(map[string]bool)
+	for h, al := range current {
+		switch {
+		case live[h]:
+			al.Released = time.Time{}
+		case al.Released.IsZero():
+			al.Released = now
+		case now.Sub(al.Released) > a.grace:
+			continue
+		}
+		next[h] = al
+		for _, x := range [2]netip.Addr{al.V4, al.V6} {
+			if !x.IsValid() {
+				continue
+			}
+			other, dup := taken[x]
+			if dup && live[other] {
+				conflict[other] = true
+			}
+			if live[h] && (dup || reserved(x)) {
+				conflict[h] = true
+			}
+			taken[x] = h
+		}
+	}
+
+	var need4, need6 []string
+	for _, h := range order {
+		al := next[h]
+		if !al.V4.IsValid() {
+			need4 = append(need4, h)
+		}
+		if !al.V6.IsValid() {
+			need6 = append(need6, h)
+		}
+	}
+	short := make(map[string]bool)
+	for _, h := range a.v4.claim(need4, taken, reserved, func(h string, x netip.Addr) {
+		al := next[h]
+		al.V4 = x
+		next[h] = al
+	}) {
+		short[h] = true
+	}
+	for _, h := range a.v6.claim(need6, taken, reserved, func(h string, x netip.Addr) {
+		al := next[h]
+		al.V6 = x
+		next[h] = al
+	}) {
+		short[h] = true
+	}
+	for _, h := range order {
+		if short[h] {
+			exhausted = append(exhausted, h)
+		}
+	}
+	conflicts = slices.Sorted(maps.Keys(conflict))
+	return next, exhausted, conflicts
+}
+
+// claim gives each host in turn the first address along its probe sequence that is neither
+// taken nor reserved, records it in taken and reports it to got. It returns the hosts left
+// without one; a pool with no range claims nothing and leaves no one short.
+func (p *pool) claim(hosts []string, taken map[netip.Addr]string, reserved func(netip.Addr) bool, got func(string, netip.Addr)) (short []string) {
+	if p.total == 0 {
+		return nil
+	}
+	limit := min(p.total, uint64(len(taken))+uint64(len(hosts))+probeSlack)
+	full := false // once one host finds nothing, the pool is (as good as) full for the rest
+	for _, h := range hosts {
+		var x netip.Addr
+		start := hostHash(h) % p.total
+		for k := uint64(0); k < limit && !full; k++ {
+			i := start + k
+			if k >= p.total-start {
+				i = k - (p.total - start)
+			}
+			c := p.at(i)
+			if _, t := taken[c]; !t && !reserved(c) {
+				x = c
+				break
+			}
+		}
+		if !x.IsValid() {
+			full = true
+			short = append(short, h)
+			continue
+		}
+		taken[x] = h
+		got(h, x)
+	}
+	return short
+}
+
+func (p *pool) add(r netip.Prefix) {
+	hostBits := r.Addr().BitLen() - r.Bits()
+	n := uint64(math.MaxUint64)
+	switch {
+	case hostBits >= 64:
+	case r.Addr().Is4():
+		n = 1<<hostBits - 2
+	default:
+		n = 1<<hostBits - 1
+	}
+	p.ranges = append(p.ranges, r)
+	p.sizes = append(p.sizes, n)
+	if sum, carry := bits.Add64(p.total, n, 0); carry == 0 {
+		p.total = sum
+	} else {
+		p.total = math.MaxUint64
+	}
+}
+
+// at returns the i-th usable address of the pool, i < p.total.
+func (p *pool) at(i uint64) netip.Addr {
+	for j, n := range p.sizes {
+		if i < n {
+			return offset(p.ranges[j].Addr(), i+1)
+		}
+		i -= n
+	}
+	panic(fmt.Sprintf("istioglobal: address %d beyond a pool of %d", i, p.total))
+}
+
+func (p *pool) contains(x netip.Addr) bool {
+	for _, r := range p.ranges {
+		if r.Contains(x) {
+			return x != r.Addr() && !(x.Is4() && !r.Contains(x.Next()))
+		}
+	}
+	return false
+}
+
+// offset returns a+n; n stays within a's range.
+func offset(a netip.Addr, n uint64) netip.Addr {
+	if a.Is4() {
+		b := a.As4()
+		binary.BigEndian.PutUint32(b[:], binary.BigEndian.Uint32(b[:])+uint32(n))
+		return netip.AddrFrom4(b)
+	}
+	b := a.As16()
+	lo, carry := bits.Add64(binary.BigEndian.Uint64(b[8:]), n, 0)
+	binary.BigEndian.PutUint64(b[8:], lo)
+	binary.BigEndian.PutUint64(b[:8], binary.BigEndian.Uint64(b[:8])+carry)
+	return netip.AddrFrom16(b)
+}
+
+// hostHash is FNV-1a 64, inline so that it does not allocate.
+func hostHash(host string) uint64 {
+	h := uint64(14695981039346656037)
+	for i := 0; i < len(host); i++ {
+		h ^= uint64(host[i])
+		h *= 1099511628211
+	}
+	return h
+}
+
+// encodeAllocations renders m as ConfigMap data: one key per host, without the trailing dot
+// (httpbin.bar.global), valued "240.241.0.7,100::7", "240.241.0.7" or
+// ",100::7", followed by " released=2026-11-22T06:00:00Z" (RFC 3339, UTC, to the
+// second) once the host went away. An allocation without any address is left out.
+func encodeAllocations(m map[string]Allocation) map[string]string {
+	data := make(map[string]string, len(m))
+	for h, al := range m {
+		if !al.V4.IsValid() && !al.V6.IsValid() {
+			continue
+		}
+		var v string
+		if al.V4.IsValid() {
+			v = al.V4.String()
+		}
+		if al.V6.IsValid() {
+			v += "," + al.V6.String()
+		}
+		if !al.Released.IsZero() {
+			v += " released=" + al.Released.UTC().Format(time.RFC3339)
+		}
+		data[strings.TrimSuffix(h, ".")] = v
+	}
+	return data
+}
+
+// decodeAllocations is the inverse of encodeAllocations. A corrupt entry is left out of m and
+// reported in errs, and every address still readable in its value is returned in held: its
+// host may well be alive and using it, so no one else may get it.
+func decodeAllocations(data map[string]string) (m map[string]Allocation, held []netip.Addr, errs []error) {
+	m = make(map[string]Allocation, len(data))
+	for _, key := range slices.Sorted(maps.Keys(data)) {
+		host, al, err := decodeAllocation(key, data[key])
+		if err != nil {
+			errs = append(errs, fmt.Errorf("allocation %q: %v", key, err))
+			held = append(held, addressesIn(data[key])...)
+			continue
+		}
+		m[host] = al
+	}
+	return m, held, errs
+}
+
+func decodeAllocation(key, value string) (string, Allocation, error) {
+	var al Allocation
+	host, err := canonicalHost(key)
+	switch {
+	case err != nil:
+		return "", al, fmt.Errorf("the key is not a host: %v", err)
+	case host != key+".":
+		return "", al, fmt.Errorf("the key is not a canonical host (%s)", strings.TrimSuffix(host, "."))
+	case strings.HasPrefix(host, "*."):
+		return "", al, fmt.Errorf("the key is a wildcard, which never gets a VIP")
+	}
+	addrs, released, ok := strings.Cut(value, " released=")
+	if ok {
+		t, err := time.Parse(time.RFC3339, released)
+		if err != nil {
+			return "", al, fmt.Errorf("released %q is not an RFC 3339 time", released)
+		}
+		al.Released = t.UTC()
+	}
+	v4, v6, _ := strings.Cut(addrs, ",")
+	if v4 != "" {
+		x, err := netip.ParseAddr(v4)
+		if err != nil || !x.Is4() {
+			return "", al, fmt.Errorf("%q is not an IPv4 address", v4)
+		}
+		al.V4 = x
+	}
+	if v6 != "" {
+		x, err := netip.ParseAddr(v6)
+		if err != nil || !x.Is6() || x.Is4In6() || x.Zone() != "" {
+			return "", al, fmt.Errorf("%q is not an IPv6 address", v6)
+		}
+		al.V6 = x
+	}
+	if !al.V4.IsValid() && !al.V6.IsValid() {
+		return "", al, fmt.Errorf("value %q holds no address", value)
+	}
+	return host, al, nil
+}
+
+// addressesIn returns every address that can be read out of s.
+func addressesIn(s string) []netip.Addr {
+	var out []netip.Addr
+	for _, f := range strings.FieldsFunc(s, func(r rune) bool {
+		return !(r == '.' || r == ':' || '0' <= r && r <= '9' || 'a' <= r && r <= 'f' || 'A' <= r && r <= 'F')
+	}) {
+		if x, err := netip.ParseAddr(f); err == nil {
+			out = append(out, x.Unmap())
+		}
+	}
+	return out
+}
