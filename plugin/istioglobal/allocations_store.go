@@ -1,0 +1,515 @@
+package istioglobal
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"net/netip"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coredns/coredns/plugin"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	utilrand "k8s.io/apimachinery/pkg/util/rand"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/leaderelection"
+	"k8s.io/client-go/tools/leaderelection/resourcelock"
+	"k8s.io/client-go/util/retry"
+)
+
+// What went wrong with the allocations ConfigMap: the reason label of allocationErrors.
+const (
+	kindAllocation    = "allocation"
+	reasonCorrupt     = "corrupt"      // an entry that does not decode; its addresses stay held
+	reasonUnreadable  = "unreadable"   // the ConfigMap could not be listed, watched or read
+	reasonWriteFailed = "write_failed" // the leader could not create or update it
+)
+
+var (
+	allocationLeader = promauto.NewGauge(prometheus.GaugeOpts{
+		Namespace: plugin.Namespace,
+		Subsystem: "istioglobal",
+		Name:      "allocation_leader",
+		Help:      "1 while this replica holds the allocations Lease and writes the ConfigMap, else 0.",
+	})
+	allocationConflicts = promauto.NewGauge(prometheus.GaugeOpts{
+		Namespace: plugin.Namespace,
+		Subsystem: "istioglobal",
+		Name:      "allocation_conflicts",
+		Help:      "Live allocations whose address a ServiceEntry now declares, as the leader last saw them.",
+	})
+	allocationErrors = promauto.NewCounterVec(prometheus.CounterOpts{
+		Namespace: plugin.Namespace,
+		Subsystem: "istioglobal",
+		Name:      "allocation_errors_total",
+		Help:      "Failures to read, decode or write the allocations ConfigMap, by reason.",
+	}, []string{"reason"})
+)
+
+// Leader election timings: client-go's usual ones.
+const (
+	defaultLeaseDuration = 15 * time.Second
+	// defaultSyncTimeout bounds how long an unreadable ConfigMap keeps the plugin unready.
+	defaultSyncTimeout   = 10 * time.Second
+	defaultRenewDeadline = 10 * time.Second
+	defaultRetryPeriod   = 2 * time.Second
+)
+
+const (
+	// writeTimeout bounds one read or write of the ConfigMap by the leader.
+	writeTimeout = 10 * time.Second
+	// maxRetryDelay caps the backoff after a failed reconcile; a new demand retries at once.
+	maxRetryDelay = time.Minute
+)
+
+// allocationStore persists allocations in one ConfigMap. Every replica reads it through an
+// informer and serves what it holds; only the holder of a Lease (named like the ConfigMap, in
+// its namespace) writes it. The Lease keeps replicas from contending; correctness rests on
+// every write carrying the resourceVersion it was computed from, so even two leaders at once
+// (a stale one finishing a write) cannot lose an allocation or hand out one VIP twice.
+type allocationStore struct {
+	gaveUp          atomic.Bool // the ConfigMap could not be read in allocationsSyncTimeout
+	namespace, name string
+	config          *rest.Config
+	client          kubernetes.Interface // from config when nil
+	alloc           *allocator
+
+	leaseDuration, renewDeadline, retryPeriod time.Duration
+	syncTimeout                               time.Duration
+	identity                                  string
+
+	cancel  context.CancelFunc
+	done    sync.WaitGroup
+	factory informers.SharedInformerFactory
+	lister  corelisters.ConfigMapNamespaceLister
+	handler cache.ResourceEventHandlerRegistration
+	wake    chan struct{} // capacity 1: a pending reconcile
+
+	mu     sync.Mutex
+	want   *demanded         // the latest demand; nil before the first
+	term   context.Context   // the current leadership term; nil or done when not leading
+	failed map[string]string // reason → the error last logged for it, until it recovers
+
+	conflicted map[string]bool // hosts whose conflict was logged; owned by the reconciler
+}
+
+// demanded is what one rebuild asked for.
+type demanded struct {
+	hosts    []string
+	reserved func(netip.Addr) bool
+}
+
+func newAllocationStore(namespace, name string, config *rest.Config, alloc *allocator) *allocationStore {
+	host, _ := os.Hostname()
+	return &allocationStore{
+		namespace:     namespace,
+		name:          name,
+		config:        config,
+		alloc:         alloc,
+		syncTimeout:   defaultSyncTimeout,
+		leaseDuration: defaultLeaseDuration,
+		renewDeadline: defaultRenewDeadline,
+		retryPeriod:   defaultRetryPeriod,
+		// Two replicas on one host (or a restart reusing the Pod's name) must not share an identity.
+		identity: host + "_" + utilrand.String(8),
+	}
+}
+
+func (s *allocationStore) key() string { return s.namespace + "/" + s.name }
+
+// start watches the ConfigMap and campaigns for the Lease. notify, which never blocks, is called
+// whenever current may return something new.
+func (s *allocationStore) start(notify func()) error {
+	client, leaseClient := s.client, s.client
+	if client == nil {
+		var err error
+		if client, err = kubernetes.NewForConfig(s.config); err != nil {
+			return err
+		}
+		// One hung renewal must not use up the whole renew deadline (as client-go's own
+		// NewFromKubeconfig does it).
+		cfg := rest.CopyConfig(s.config)
+		cfg.Timeout = max(time.Second, s.renewDeadline/2)
+		if leaseClient, err = kubernetes.NewForConfig(cfg); err != nil {
+			return err
+		}
+	}
+	s.client = client
+	s.wake = make(chan struct{}, 1)
+	s.failed = make(map[string]string)
+
+	// Validate the election now; each campaign uses a fresh elector.
+	newElector := func() (*leaderelection.LeaderElector, error) { return s.elector(leaseClient) }
+	if _, err := newElector(); err != nil {
+		return err
+	}
+
+	s.factory = informers.NewSharedInformerFactoryWithOptions(client, 0,
+		informers.WithNamespace(s.namespace),
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+			o.FieldSelector = fields.OneTermEqualSelector("metadata.name", s.name).String()
+		}))
+	informer := s.factory.Core().V1().ConfigMaps()
+	if err := informer.Informer().SetWatchErrorHandler(s.watchError); err != nil {
+		return err
+	}
+	changed := func() {
+		notify()
+		s.kick()
+	}
+	reg, err := informer.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(any) { changed() },
+		UpdateFunc: func(any, any) { changed() },
+		DeleteFunc: func(any) { changed() },
+	})
+	if err != nil {
+		return err
+	}
+	s.lister = informer.Lister().ConfigMaps(s.namespace)
+	s.handler = reg
+
+	ctx, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+	s.factory.Start(ctx.Done())
+	s.done.Add(3)
+	go func() {
+		defer s.done.Done()
+		// A missing ConfigMap is synced too: the list was complete, and empty. One that cannot
+		// be read holds up serving only so long: then everything else is served, and hosts
+		// that want a VIP answer SERVFAIL until it can be read.
+		wait, stopWaiting := context.WithTimeout(ctx, s.syncTimeout)
+		defer stopWaiting()
+		if !cache.WaitForCacheSync(wait.Done(), reg.HasSynced) && ctx.Err() == nil {
+			log.Errorf("allocations %s: not readable after %v; serving without VIPs until it is", s.key(), s.syncTimeout)
+			s.gaveUp.Store(true)
+			notify()
+			cache.WaitForCacheSync(ctx.Done(), reg.HasSynced)
+		}
+		if ctx.Err() == nil {
+			changed()
+		}
+	}()
+	go func() {
+		defer s.done.Done()
+		for ctx.Err() == nil {
+			le, err := newElector()
+			if err != nil { // validated above: cannot happen
+				log.Errorf("allocations %s: leader election: %v", s.key(), err)
+				return
+			}
+			le.Run(ctx) // returns when the lease is lost: campaign again
+		}
+	}()
+	go func() {
+		defer s.done.Done()
+		s.reconciler(ctx)
+	}()
+	return nil
+}
+
+func (s *allocationStore) elector(client kubernetes.Interface) (*leaderelection.LeaderElector, error) {
+	return leaderelection.NewLeaderElector(leaderelection.LeaderElectionConfig{
+		Lock: &resourcelock.LeaseLock{
+			LeaseMeta:  metav1.ObjectMeta{Namespace: s.namespace, Name: s.name},
+			Client:     client.CoordinationV1(),
+			LockConfig: resourcelock.ResourceLockConfig{Identity: s.identity},
+		},
+		LeaseDuration:   s.leaseDuration,
+		RenewDeadline:   s.renewDeadline,
+		RetryPeriod:     s.retryPeriod,
+		ReleaseOnCancel: true,
+		Name:            s.key(),
+		Callbacks: leaderelection.LeaderCallbacks{
+			OnStartedLeading: s.startedLeading,
+			OnStoppedLeading: s.stoppedLeading,
+		},
+	})
+}
+
+// startedLeading runs in its own goroutine, possibly after the term has already ended: term is
+// done by then, and stoppedLeading has run or will.
+func (s *allocationStore) startedLeading(term context.Context) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if term.Err() != nil {
+		return
+	}
+	s.term = term
+	allocationLeader.Set(1)
+	log.Infof("allocations %s: %s leads, and writes the ConfigMap", s.key(), s.identity)
+	s.kick() // the latest demand, at once
+}
+
+func (s *allocationStore) stoppedLeading() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.term != nil {
+		log.Infof("allocations %s: %s no longer leads", s.key(), s.identity)
+	}
+	s.term = nil
+	allocationLeader.Set(0)
+	allocationConflicts.Set(0) // the next leader reports them
+}
+
+// stop ends the informer and the election, releasing the Lease if held, and waits for both.
+func (s *allocationStore) stop() {
+	if s.cancel == nil {
+		return
+	}
+	s.cancel()
+	s.done.Wait()
+	s.factory.Shutdown()
+	s.cancel = nil
+}
+
+// synced reports whether the informer has seen the initial list, or waiting for it was given up.
+func (s *allocationStore) synced() bool {
+	return s.handler != nil && s.handler.HasSynced() || s.gaveUp.Load()
+}
+
+// entries makes the store a source, so that nothing is served before it has synced and its
+// changes rebuild the table; what it holds reaches build through current.
+func (s *allocationStore) entries() ([]Entry, []Problem) { return nil, nil }
+
+// leading reports whether this replica holds the Lease.
+func (s *allocationStore) leading() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.term != nil && s.term.Err() == nil
+}
+
+// current is what the ConfigMap holds now: the live allocations (not released) to serve, and
+// the entries that do not decode.
+func (s *allocationStore) current() (live map[string]VIPs, problems []Problem) {
+	cm, err := s.lister.Get(s.name)
+	if err != nil {
+		return nil, nil // not created yet: nothing allocated
+	}
+	all, _, errs := decodeAllocations(cm.Data)
+	live = make(map[string]VIPs, len(all))
+	for host, a := range all {
+		if a.Released.IsZero() {
+			live[host] = a.VIPs
+		}
+	}
+	for _, err := range errs {
+		problems = append(problems, Problem{Kind: kindAllocation, Reason: reasonCorrupt, Entry: s.key(), Detail: err.Error()})
+	}
+	return live, problems
+}
+
+// demand records the hosts that want VIPs and the addresses no VIP may be; the leader then
+// reconciles the ConfigMap in the background. It never blocks, and only the latest demand
+// matters. Every replica records it, so that a new leader starts from what it serves.
+func (s *allocationStore) demand(hosts []string, reserved func(netip.Addr) bool) {
+	s.mu.Lock()
+	s.want = &demanded{hosts: hosts, reserved: reserved}
+	s.mu.Unlock()
+	s.kick()
+}
+
+func (s *allocationStore) kick() {
+	select {
+	case s.wake <- struct{}{}:
+	default: // a reconcile is pending already and will see the latest demand
+	}
+}
+
+// reconciler writes the latest demand into the ConfigMap while this replica leads, retrying
+// failures with a growing delay.
+func (s *allocationStore) reconciler(ctx context.Context) {
+	var retryC <-chan time.Time
+	delay := time.Duration(0)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.wake:
+		case <-retryC:
+		}
+		retryC = nil
+		s.mu.Lock()
+		term, want := s.term, s.want
+		s.mu.Unlock()
+		if term == nil || term.Err() != nil || want == nil || !s.synced() {
+			continue // whatever changes that (leading, a demand, the sync) kicks again
+		}
+		if err := s.reconcile(term, want); err != nil {
+			delay = min(max(2*delay, s.retryPeriod), maxRetryDelay)
+			retryC = time.After(delay)
+			continue
+		}
+		delay = 0
+	}
+}
+
+// reconcile makes the ConfigMap hold the allocations for want, starting from the cached copy
+// and, after a conflict, from a fresh read. It writes nothing when nothing changes.
+func (s *allocationStore) reconcile(term context.Context, want *demanded) error {
+	ctx, cancel := context.WithTimeout(term, writeTimeout)
+	defer cancel()
+	configMaps := s.client.CoreV1().ConfigMaps(s.namespace)
+	cm, err := s.lister.Get(s.name)
+	if err != nil {
+		cm = nil // the lister's only error: not found
+	}
+	fresh := false
+	err = retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		if fresh {
+			cm, err = configMaps.Get(ctx, s.name, metav1.GetOptions{})
+			switch {
+			case apierrors.IsNotFound(err):
+				cm = nil
+			case err != nil:
+				return &storeError{reasonUnreadable, fmt.Errorf("reading: %w", err)}
+			}
+		}
+		fresh = true
+		var data map[string]string
+		if cm != nil {
+			data = cm.Data
+		}
+		out := s.next(data, want)
+		if maps.Equal(out, data) {
+			return nil
+		}
+		if cm == nil {
+			created := &corev1.ConfigMap{
+				ObjectMeta: metav1.ObjectMeta{
+					Namespace: s.namespace,
+					Name:      s.name,
+					Labels:    map[string]string{"app.kubernetes.io/managed-by": "coredns-istio"},
+				},
+				Data: out,
+			}
+			_, err = configMaps.Create(ctx, created, metav1.CreateOptions{})
+			if apierrors.IsAlreadyExists(err) {
+				// Created meanwhile (by a former leader): start over from what it holds.
+				return apierrors.NewConflict(schema.GroupResource{Resource: "configmaps"}, s.name, err)
+			}
+		} else {
+			updated := cm.DeepCopy() // the informer's copy is shared
+			updated.Data = out
+			_, err = configMaps.Update(ctx, updated, metav1.UpdateOptions{})
+		}
+		if err != nil && !apierrors.IsConflict(err) {
+			return &storeError{reasonWriteFailed, fmt.Errorf("writing: %w", err)}
+		}
+		return err
+	})
+	var se *storeError
+	switch {
+	case err == nil:
+		s.recovered(reasonUnreadable, reasonWriteFailed)
+	case term.Err() != nil:
+		// Leadership ended mid-write; the next leader starts over.
+	case errors.As(err, &se):
+		s.fail(se.reason, se.err)
+	default: // conflicts until retry gave up
+		s.fail(reasonWriteFailed, fmt.Errorf("writing: %w", err))
+	}
+	return err
+}
+
+// next computes the ConfigMap data for want from data, keeping the values that do not decode as
+// they are, unless their host now has a valid allocation: their addresses stay held.
+func (s *allocationStore) next(data map[string]string, want *demanded) map[string]string {
+	current, held, errs := decodeAllocations(data)
+	if len(errs) > 0 {
+		allocationErrors.WithLabelValues(reasonCorrupt).Add(float64(len(errs)))
+	}
+	heldSet := make(map[netip.Addr]struct{}, len(held))
+	for _, a := range held {
+		heldSet[a] = struct{}{}
+	}
+	reserved := func(a netip.Addr) bool {
+		_, h := heldSet[a]
+		return h || want.reserved != nil && want.reserved(a)
+	}
+	next, _, conflicts := s.alloc.next(current, want.hosts, reserved, time.Now())
+	allocationConflicts.Set(float64(len(conflicts)))
+	s.warnConflicts(conflicts)
+	out := encodeAllocations(next)
+	valid := encodeAllocations(current)
+	for k, v := range data {
+		if _, ok := valid[k]; !ok {
+			if _, ok := out[k]; !ok {
+				out[k] = v
+			}
+		}
+	}
+	return out
+}
+
+// warnConflicts logs each host whose live VIP became a conflict once, until it no longer is one.
+// Owned by the reconciler goroutine.
+func (s *allocationStore) warnConflicts(hosts []string) {
+	now := make(map[string]bool, len(hosts))
+	for _, h := range hosts {
+		now[h] = true
+		if !s.conflicted[h] {
+			log.Warningf("allocations ConfigMap %s: a ServiceEntry now declares a VIP of %s (or another host holds it); "+
+				"it is kept, as moving it would break its clients: delete key %q to renumber it",
+				s.key(), h, strings.TrimSuffix(h, "."))
+		}
+	}
+	s.conflicted = now
+}
+
+// storeError is a failure to count and log under reason.
+type storeError struct {
+	reason string
+	err    error
+}
+
+func (e *storeError) Error() string { return e.err.Error() }
+
+// watchError counts the informer's failures to list or watch the ConfigMap; a closed or expired
+// watch is routine.
+func (s *allocationStore) watchError(_ *cache.Reflector, err error) {
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || apierrors.IsResourceExpired(err) || apierrors.IsGone(err) {
+		return
+	}
+	s.fail(reasonUnreadable, fmt.Errorf("watching: %w", err))
+}
+
+// fail counts err and logs it unless it is the error last logged for reason.
+func (s *allocationStore) fail(reason string, err error) {
+	allocationErrors.WithLabelValues(reason).Inc()
+	msg := err.Error()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.failed[reason] == msg {
+		return
+	}
+	s.failed[reason] = msg
+	if reason == reasonWriteFailed {
+		log.Errorf("allocations ConfigMap %s: %s; new hosts get no VIP until a write succeeds", s.key(), msg)
+		return
+	}
+	log.Errorf("allocations ConfigMap %s: %s; no new VIP is handed out until it can be read", s.key(), msg)
+}
+
+// recovered forgets the errors last logged for reasons, so that a recurrence is logged again.
+func (s *allocationStore) recovered(reasons ...string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, r := range reasons {
+		delete(s.failed, r)
+	}
+}
