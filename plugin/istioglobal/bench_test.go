@@ -73,7 +73,7 @@ func BenchmarkServeDNS(b *testing.B) {
 	for _, n := range benchSizes {
 		ig := newIstioGlobal()
 		ig.Zones = []string{"global."}
-		ig.table.Store(build(benchEntries(n), ig.Zones, ig.ttl, epoch))
+		ig.table.Store(build(benchEntries(n), ig.Zones, ig.ttl, epoch, nil))
 		h := hostsPlugin(b, n)
 		for _, q := range []struct {
 			kind string
@@ -113,7 +113,7 @@ func BenchmarkRebuild(b *testing.B) {
 		b.Run(fmt.Sprint(n), func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
-				build(entries, []string{"global."}, defaultTTL, epoch)
+				build(entries, []string{"global."}, defaultTTL, epoch, nil)
 			}
 		})
 	}

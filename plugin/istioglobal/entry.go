@@ -66,6 +66,7 @@ const (
 	reasonCIDR        = "cidr"         // a CIDR wider than one address
 	reasonUnspecified = "unspecified"  // 0.0.0.0 or ::
 	reasonTooMany     = "too_many"     // more than maxAddressesPerHost for one host
+	reasonExhausted   = "exhausted"    // no free VIP left in the autoallocate ranges
 )
 
 // Problem is one piece of input that is not served, with enough detail to fix it.
@@ -76,5 +77,8 @@ type Problem struct {
 }
 
 func (p Problem) String() string {
+	if p.Kind == kindAllocation {
+		return fmt.Sprintf("allocations ConfigMap %s: entry skipped (%s): %s", p.Entry, p.Reason, p.Detail)
+	}
 	return fmt.Sprintf("ServiceEntry %s: %s skipped (%s): %s", p.Entry, p.Kind, p.Reason, p.Detail)
 }

@@ -4,6 +4,7 @@ package istioglobal
 
 import (
 	"context"
+	"net/netip"
 	"slices"
 	"sync/atomic"
 	"time"
@@ -26,6 +27,8 @@ type IstioGlobal struct {
 	ttl        uint32
 	namespaces []string // empty: all
 	sources    []source
+	allocator  *allocator       // nil: autoallocate off
+	store      *allocationStore // nil: VIPs are deterministic, not persisted
 
 	table   atomic.Pointer[Table] // nil until every source has synced
 	changed chan struct{}         // capacity 1: a pending rebuild
@@ -111,6 +114,9 @@ func (ig *IstioGlobal) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dn
 		}
 	}
 	if len(rrs) == 0 {
+		if n.pending && (q.Qtype == dns.TypeA || q.Qtype == dns.TypeAAAA || q.Qtype == dns.TypeANY) {
+			return dns.RcodeServerFailure, nil
+		}
 		rp.msg.Ns = rp.authority(n.zone.soa)
 		return rp.write(w)
 	}
@@ -350,10 +356,22 @@ func (ig *IstioGlobal) rebuild() {
 		unreadable = append(unreadable, p...)
 	}
 	entries = inNamespaces(entries, ig.namespaces)
-	t := build(entries, ig.Zones, ig.ttl, start)
+	var alloc allocFunc
+	switch {
+	case ig.store != nil:
+		live, problems := ig.store.current()
+		unreadable = append(unreadable, problems...)
+		alloc = func([]string, func(netip.Addr) bool) (map[string]VIPs, []string) { return live, nil }
+	case ig.allocator != nil:
+		alloc = ig.allocator.deterministic
+	}
+	t := build(entries, ig.Zones, ig.ttl, start, alloc)
 	t.problems = append(unreadable, t.problems...)
+	if ig.store != nil {
+		ig.store.demand(t.wants, t.reserved.has)
+	}
 	ig.table.Store(t)
-	observe(t, time.Since(start))
+	observe(t, time.Since(start), ig.allocator)
 	ig.logNew(t.problems)
 }
 

@@ -15,8 +15,8 @@ import (
 // transform has slimmed it: the design budget is about 1 MB per 1,000 entries (measured:
 // 0.85–0.9 MB; without the transform, 5.1 MB). The bound leaves room for GC noise.
 func TestInformerMemory(t *testing.T) {
-	if testing.Short() {
-		t.Skip("allocates 10k ServiceEntries")
+	if testing.Short() || raceEnabled {
+		t.Skip("allocates 10k ServiceEntries; the race detector distorts heap sizes")
 	}
 	const n = 10_000
 	objs := make([]kruntime.Object, n)
@@ -45,6 +45,8 @@ func TestInformerMemory(t *testing.T) {
 	}
 	runtime.KeepAlive(ks)
 }
+
+var raceEnabled bool
 
 func heapInUse() int64 {
 	runtime.GC()

@@ -34,6 +34,18 @@ var (
 		Help:      "Time to build the lookup table from all ServiceEntries.",
 		Buckets:   prometheus.ExponentialBuckets(0.0005, 4, 10), // 0.5 ms to ~2 min
 	})
+	allocated = promauto.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: plugin.Namespace,
+		Subsystem: "istioglobal",
+		Name:      "allocated",
+		Help:      "Hosts served an auto-allocated VIP, by address family.",
+	}, []string{"family"})
+	allocationFree = promauto.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: plugin.Namespace,
+		Subsystem: "istioglobal",
+		Name:      "allocation_free",
+		Help:      "Addresses of the autoallocate ranges not served as a VIP, by address family.",
+	}, []string{"family"})
 	lastUpdate = promauto.NewGauge(prometheus.GaugeOpts{
 		Namespace: plugin.Namespace,
 		Subsystem: "istioglobal",
@@ -42,8 +54,8 @@ var (
 	})
 )
 
-// observe publishes what a newly stored table holds.
-func observe(t *Table, took time.Duration) {
+// observe publishes what a newly stored table holds; a is nil when autoallocate is off.
+func observe(t *Table, took time.Duration, a *allocator) {
 	entriesServed.Set(float64(t.entries))
 	namesServed.Set(float64(t.hosts))
 	counts := make(map[[2]string]int)
@@ -53,6 +65,14 @@ func observe(t *Table, took time.Duration) {
 	skipped.Reset() // reasons that are gone must not linger
 	for kr, n := range counts {
 		skipped.WithLabelValues(kr[0], kr[1]).Set(float64(n))
+	}
+	if a != nil {
+		v4, v6 := a.capacity()
+		for i, family := range []string{"ipv4", "ipv6"} {
+			capacity := [2]uint64{v4, v6}[i]
+			allocated.WithLabelValues(family).Set(float64(t.allocated[i]))
+			allocationFree.WithLabelValues(family).Set(float64(capacity - min(capacity, uint64(t.allocated[i]))))
+		}
 	}
 	rebuildDuration.Observe(took.Seconds())
 	lastUpdate.Set(float64(t.built.UnixNano()) / 1e9)

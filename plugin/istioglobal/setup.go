@@ -2,9 +2,11 @@ package istioglobal
 
 import (
 	"fmt"
+	"net/netip"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/coredns/caddy"
 	"github.com/coredns/coredns/core/dnsserver"
@@ -18,6 +20,9 @@ var log = clog.NewWithPlugin("istioglobal")
 const (
 	defaultTTL = 30
 	maxTTL     = 3600
+	// defaultGrace is how long a deleted host's VIP stays unused: far longer than any TTL, so no
+	// cached answer can point at a VIP that has been handed to another host.
+	defaultGrace = time.Hour
 )
 
 func init() { plugin.Register("istioglobal", setup) }
@@ -45,11 +50,15 @@ func setup(c *caddy.Controller) error {
 //	    namespaces NAMESPACE...
 //	    ttl SECONDS
 //	    fallthrough [ZONES...]
+//	    autoallocate CIDR... | off
+//	    allocations NAMESPACE/NAME [GRACE]
 //	}
 func parse(c *caddy.Controller) (*IstioGlobal, error) {
 	ig := newIstioGlobal()
 	var kube *kubeSource
 	var files []string
+	ranges, grace := defaultAllocateRanges, defaultGrace
+	var allocations *[2]string // namespace, name
 	for i := 0; c.Next(); i++ {
 		if i > 0 {
 			return nil, plugin.ErrOnce
@@ -73,6 +82,11 @@ func parse(c *caddy.Controller) (*IstioGlobal, error) {
 				ig.ttl, err = parseTTL(c.RemainingArgs())
 			case "fallthrough":
 				ig.Fall.SetZonesFromArgs(c.RemainingArgs())
+			case "autoallocate":
+				ranges, err = parseRanges(c.RemainingArgs())
+			case "allocations":
+				allocations = new([2]string)
+				allocations[0], allocations[1], grace, err = parseAllocations(c.RemainingArgs())
 			default:
 				return nil, c.Errf("unknown property %q", c.Val())
 			}
@@ -94,7 +108,61 @@ func parse(c *caddy.Controller) (*IstioGlobal, error) {
 		kube.namespaces = ig.namespaces
 		ig.sources = append(ig.sources, kube)
 	}
+	if len(ranges) > 0 {
+		a, err := newAllocator(ranges, grace)
+		if err != nil {
+			return nil, c.Errf("autoallocate: %v", err)
+		}
+		ig.allocator = a
+	}
+	if allocations != nil {
+		switch {
+		case ig.allocator == nil:
+			return nil, c.Err("allocations: needs autoallocate, which is off")
+		case kube == nil:
+			return nil, c.Err("allocations: needs the Kubernetes API; add kubeconfig")
+		}
+		ig.store = newAllocationStore(allocations[0], allocations[1], kube.config, ig.allocator)
+		ig.sources = append(ig.sources, ig.store)
+	}
 	return ig, nil
+}
+
+// parseRanges reads `autoallocate CIDR... | off`; off is no ranges.
+func parseRanges(args []string) ([]netip.Prefix, error) {
+	if len(args) == 1 && args[0] == "off" {
+		return nil, nil
+	}
+	if len(args) == 0 {
+		return nil, fmt.Errorf("needs CIDRs, or off")
+	}
+	ranges := make([]netip.Prefix, len(args))
+	for i, a := range args {
+		p, err := netip.ParsePrefix(a)
+		if err != nil {
+			return nil, fmt.Errorf("%q is not a CIDR", a)
+		}
+		ranges[i] = p
+	}
+	return ranges, nil
+}
+
+// parseAllocations reads `allocations NAMESPACE/NAME [GRACE]`.
+func parseAllocations(args []string) (namespace, name string, grace time.Duration, err error) {
+	if len(args) < 1 || len(args) > 2 {
+		return "", "", 0, fmt.Errorf("needs NAMESPACE/NAME of a ConfigMap, and optionally a grace period")
+	}
+	namespace, name, ok := strings.Cut(args[0], "/")
+	if !ok || len(validation.IsDNS1123Label(namespace)) > 0 || len(validation.IsDNS1123Subdomain(name)) > 0 {
+		return "", "", 0, fmt.Errorf("%q is not NAMESPACE/NAME of a ConfigMap", args[0])
+	}
+	grace = defaultGrace
+	if len(args) == 2 {
+		if grace, err = time.ParseDuration(args[1]); err != nil || grace < 0 {
+			return "", "", 0, fmt.Errorf("grace %q is not a duration such as 1h", args[1])
+		}
+	}
+	return namespace, name, grace, nil
 }
 
 func parseKubeconfig(args []string) (*kubeSource, error) {

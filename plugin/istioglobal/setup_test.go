@@ -97,7 +97,68 @@ func TestParse(t *testing.T) {
 			}
 		}},
 
+		{input: `istioglobal {
+			files ` + seFile + `
+		}`, check: func(t *testing.T, ig *IstioGlobal) {
+			if v4, v6 := ig.allocator.capacity(); v4 == 0 || v6 == 0 || ig.store != nil {
+				t.Errorf("default: capacity %d/%d store %v, want both default ranges, not persisted", v4, v6, ig.store)
+			}
+		}},
+		{input: `istioglobal {
+			files ` + seFile + `
+			autoallocate off
+		}`, check: func(t *testing.T, ig *IstioGlobal) {
+			if ig.allocator != nil {
+				t.Error("autoallocate off still allocates")
+			}
+		}},
+		{input: `istioglobal {
+			kubeconfig ` + kubeconfig + `
+			autoallocate 240.241.0.0/24
+			allocations istio-system/coredns-istio-vips 10m
+		}`, check: func(t *testing.T, ig *IstioGlobal) {
+			if v4, v6 := ig.allocator.capacity(); v4 == 0 || v6 != 0 {
+				t.Errorf("capacity %d/%d, want IPv4 only", v4, v6)
+			}
+			if ig.store == nil || ig.store.namespace != "istio-system" || ig.store.name != "coredns-istio-vips" || len(ig.sources) != 2 {
+				t.Errorf("store %+v, sources %d", ig.store, len(ig.sources))
+			}
+		}},
+
 		// Errors.
+		{input: `istioglobal {
+			files ` + seFile + `
+			autoallocate
+		}`, err: "needs CIDRs, or off"},
+		{input: `istioglobal {
+			files ` + seFile + `
+			autoallocate 240.241.0.0/33
+		}`, err: `"240.241.0.0/33" is not a CIDR`},
+		{input: `istioglobal {
+			files ` + seFile + `
+			autoallocate 240.241.0.0/16 240.241.1.0/24
+		}`, err: "overlaps"},
+		{input: `istioglobal {
+			kubeconfig ` + kubeconfig + `
+			allocations coredns-istio-vips
+		}`, err: "is not NAMESPACE/NAME"},
+		{input: `istioglobal {
+			kubeconfig ` + kubeconfig + `
+			allocations istio-system/Bad_Name
+		}`, err: "is not NAMESPACE/NAME"},
+		{input: `istioglobal {
+			kubeconfig ` + kubeconfig + `
+			allocations istio-system/vips soon
+		}`, err: `grace "soon" is not a duration`},
+		{input: `istioglobal {
+			kubeconfig ` + kubeconfig + `
+			autoallocate off
+			allocations istio-system/vips
+		}`, err: "needs autoallocate, which is off"},
+		{input: `istioglobal {
+			files ` + seFile + `
+			allocations istio-system/vips
+		}`, err: "needs the Kubernetes API"},
 		{input: `istioglobal`, err: "in-cluster"},
 		{input: `istioglobal {
 			kubeconfig

@@ -25,6 +25,55 @@ type Table struct {
 	problems []Problem
 	entries  int // ServiceEntries that contribute at least one name
 	hosts    int // names from ServiceEntries, wildcards included
+
+	wants     []string    // hosts that need a VIP, oldest entry first: they declare no usable address
+	reserved  reservation // what no VIP may ever be
+	allocated [2]int      // hosts served an allocated IPv4, IPv6 VIP
+}
+
+// allocFunc gives VIPs to the hosts that want them (in priority order), never a reserved
+// address; it returns the hosts it could not serve. allocator.deterministic is one; the
+// persisted allocations are another.
+type allocFunc func(hosts []string, reserved func(netip.Addr) bool) (map[string]VIPs, []string)
+
+// optOutLabel is Istio's label for an entry that must not get an auto-allocated address.
+const optOutLabel = "networking.istio.io/enable-autoallocate-ip"
+
+// reservation is every address a ServiceEntry declares in spec or status, whether or not it is
+// served here (another zone, not exported, a range): none of them may become a VIP.
+type reservation struct {
+	addrs    map[netip.Addr]struct{}
+	prefixes []netip.Prefix
+}
+
+func (r *reservation) add(values ...string) {
+	for _, s := range values {
+		if p, err := netip.ParsePrefix(s); err == nil {
+			if !p.IsSingleIP() {
+				r.prefixes = append(r.prefixes, p.Masked())
+				continue
+			}
+			s = p.Addr().String()
+		}
+		if a, err := netip.ParseAddr(s); err == nil {
+			if r.addrs == nil {
+				r.addrs = make(map[netip.Addr]struct{})
+			}
+			r.addrs[a.Unmap().WithZone("")] = struct{}{}
+		}
+	}
+}
+
+func (r *reservation) has(a netip.Addr) bool {
+	if _, ok := r.addrs[a]; ok {
+		return true
+	}
+	for _, p := range r.prefixes {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
 }
 
 // node is a name that exists in a zone. A node without records is an empty non-terminal, or
@@ -33,6 +82,7 @@ type node struct {
 	zone     *zone
 	a, aaaa  []dns.RR // prebuilt; the owner is rewritten to the question's spelling
 	wildcard *node    // the "*.<this name>" child, the source of synthesis below this name
+	pending  bool     // wants a VIP that is not known yet: SERVFAIL, not a negative answer
 }
 
 type zone struct {
@@ -48,11 +98,14 @@ type hostData struct {
 	addrs   []netip.Addr
 	seen    map[netip.Addr]struct{}
 	entries []string // namespace/name of every entry that serves the host, oldest first
+	optOut  bool     // an entry carries the opt-out label: never allocate
+	pending bool     // wants a VIP that the allocator neither gave nor found no room for
 }
 
-// build turns entries into a Table for zones (lower-case FQDNs). It is a pure function: the
-// same entries always give the same table, whichever source they came from.
-func build(entries []Entry, zoneNames []string, ttl uint32, now time.Time) *Table {
+// build turns entries into a Table for zones (lower-case FQDNs). Hosts that declare no usable
+// address get the VIPs alloc gives them (none when alloc is nil). It is a pure function of its
+// arguments: the same entries always give the same table, whichever source they came from.
+func build(entries []Entry, zoneNames []string, ttl uint32, now time.Time, alloc allocFunc) *Table {
 	t := &Table{names: make(map[string]*node), built: now}
 	for _, z := range zoneNames {
 		zn := newZone(z, ttl, now)
@@ -67,11 +120,17 @@ func build(entries []Entry, zoneNames []string, ttl uint32, now time.Time) *Tabl
 	hosts := make(map[string]*hostData)
 	var order []*hostData
 	for i := range sorted {
-		if t.addEntry(&sorted[i], hosts, &order) {
+		e := &sorted[i]
+		t.reserved.add(e.Addresses...)
+		for _, sa := range e.StatusAddresses {
+			t.reserved.add(sa.Value)
+		}
+		if t.addEntry(e, hosts, &order) {
 			t.entries++
 		}
 	}
 
+	t.allocate(order, alloc)
 	for _, h := range order {
 		t.addHost(h, ttl)
 	}
@@ -118,6 +177,7 @@ func (t *Table) addEntry(e *Entry, hosts map[string]*hostData, order *[]*hostDat
 		if !slices.Contains(h.entries, key) {
 			h.entries = append(h.entries, key)
 		}
+		h.optOut = h.optOut || e.Labels[optOutLabel] == "false"
 
 		addrs := specAddrs
 		if len(addrs) == 0 {
@@ -128,6 +188,39 @@ func (t *Table) addEntry(e *Entry, hosts map[string]*hostData, order *[]*hostDat
 		}
 	}
 	return served
+}
+
+// allocate adds VIPs to the hosts that declare no usable address, are no wildcard and have not
+// opted out.
+func (t *Table) allocate(order []*hostData, alloc allocFunc) {
+	byName := make(map[string]*hostData)
+	for _, h := range order {
+		if len(h.addrs) == 0 && !h.optOut && !strings.HasPrefix(h.name, "*.") {
+			t.wants = append(t.wants, h.name)
+			byName[h.name] = h
+		}
+	}
+	if alloc == nil || len(t.wants) == 0 {
+		return
+	}
+	vips, exhausted := alloc(t.wants, t.reserved.has)
+	for _, name := range t.wants {
+		v, ok := vips[name]
+		h := byName[name]
+		// Persisted VIPs appear once the leader has written them: until then the answer is
+		// unknown, and a negative one would be cached.
+		h.pending = !ok && !slices.Contains(exhausted, name)
+		for i, a := range []netip.Addr{v.V4, v.V6} {
+			if a.IsValid() {
+				h.add(a)
+				t.allocated[i]++
+			}
+		}
+	}
+	for _, name := range exhausted {
+		t.problem(kindAddress, reasonExhausted, strings.Join(byName[name].entries, ","),
+			fmt.Sprintf("no VIP for %s: the autoallocate ranges are full", name))
+	}
 }
 
 // statusAddresses returns the usable addresses Istio allocated to host in the entry's status.
@@ -168,6 +261,7 @@ func (h *hostData) add(a netip.Addr) {
 // and, for a wildcard, the link from its parent that lookups synthesize from.
 func (t *Table) addHost(h *hostData, ttl uint32) {
 	n := t.ensure(h.name, h.zone)
+	n.pending = h.pending
 	var dropped4, dropped6 int
 	for _, a := range h.addrs {
 		switch {

@@ -48,7 +48,7 @@ func newTestPlugin(entries []Entry, zones ...string) *IstioGlobal {
 	ig := newIstioGlobal()
 	ig.Zones = zones
 	ig.Next = test.NextHandler(dns.RcodeRefused, nil)
-	ig.table.Store(build(entries, zones, ig.ttl, epoch))
+	ig.table.Store(build(entries, zones, ig.ttl, epoch, nil))
 	return ig
 }
 
@@ -146,7 +146,7 @@ func TestTTL(t *testing.T) {
 	ig := newIstioGlobal()
 	ig.ttl = 5
 	ig.Zones = []string{"global."}
-	ig.table.Store(build(seeds, ig.Zones, ig.ttl, epoch))
+	ig.table.Store(build(seeds, ig.Zones, ig.ttl, epoch, nil))
 	soa5 := test.SOA(fmt.Sprintf("global. 5 IN SOA ns.dns.global. hostmaster.global. %d 7200 1800 86400 5", epoch.Unix()))
 	runCases(t, ig, []test.Case{
 		{Qname: "httpbin.bar.global.", Qtype: dns.TypeA, Answer: []dns.RR{test.A("httpbin.bar.global. 5 IN A 127.255.0.2")}},
@@ -290,7 +290,7 @@ func TestServfailBeforeSync(t *testing.T) {
 	if rcode != dns.RcodeRefused {
 		t.Errorf("outside the zone before sync: rcode %s, want the next plugin's", dns.RcodeToString[rcode])
 	}
-	ig.table.Store(build(nil, ig.Zones, ig.ttl, epoch))
+	ig.table.Store(build(nil, ig.Zones, ig.ttl, epoch, nil))
 	if !ig.Ready() {
 		t.Error("not ready after a table was stored")
 	}
