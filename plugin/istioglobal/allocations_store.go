@@ -53,6 +53,12 @@ var (
 		Name:      "allocation_conflicts",
 		Help:      "Live allocations whose address a ServiceEntry now declares, as the leader last saw them.",
 	})
+	allocationExhausted = promauto.NewGauge(prometheus.GaugeOpts{
+		Namespace: plugin.Namespace,
+		Subsystem: "istioglobal",
+		Name:      "allocation_exhausted",
+		Help:      "Hosts that want a VIP but find the ranges full, as the leader last saw them.",
+	})
 	allocationErrors = promauto.NewCounterVec(prometheus.CounterOpts{
 		Namespace: plugin.Namespace,
 		Subsystem: "istioglobal",
@@ -106,6 +112,7 @@ type allocationStore struct {
 	failed map[string]string // reason → the error last logged for it, until it recovers
 
 	conflicted map[string]bool // hosts whose conflict was logged; owned by the reconciler
+	exhausted  map[string]bool // hosts whose exhaustion was logged; owned by the reconciler
 }
 
 // demanded is what one rebuild asked for.
@@ -264,6 +271,7 @@ func (s *allocationStore) stoppedLeading() {
 	s.term = nil
 	allocationLeader.Set(0)
 	allocationConflicts.Set(0) // the next leader reports them
+	allocationExhausted.Set(0)
 }
 
 // stop ends the informer and the election, releasing the Lease if held, and waits for both.
@@ -441,9 +449,11 @@ func (s *allocationStore) next(data map[string]string, want *demanded) map[strin
 		_, h := heldSet[a]
 		return h || want.reserved != nil && want.reserved(a)
 	}
-	next, _, conflicts := s.alloc.next(current, want.hosts, reserved, time.Now())
+	next, exhausted, conflicts := s.alloc.next(current, want.hosts, reserved, time.Now())
 	allocationConflicts.Set(float64(len(conflicts)))
+	allocationExhausted.Set(float64(len(exhausted)))
 	s.warnConflicts(conflicts)
+	s.warnExhausted(exhausted)
 	out := encodeAllocations(next)
 	valid := encodeAllocations(current)
 	for k, v := range data {
@@ -459,16 +469,30 @@ func (s *allocationStore) next(data map[string]string, want *demanded) map[strin
 // warnConflicts logs each host whose live VIP became a conflict once, until it no longer is one.
 // Owned by the reconciler goroutine.
 func (s *allocationStore) warnConflicts(hosts []string) {
+	warnNew(&s.conflicted, hosts, func(h string) string {
+		return fmt.Sprintf("allocations ConfigMap %s: a ServiceEntry now declares a VIP of %s (or another host holds it); "+
+			"it is kept, as moving it would break its clients: delete key %q to renumber it",
+			s.key(), h, strings.TrimSuffix(h, "."))
+	})
+}
+
+func (s *allocationStore) warnExhausted(hosts []string) {
+	warnNew(&s.exhausted, hosts, func(h string) string {
+		return fmt.Sprintf("allocations ConfigMap %s: no VIP for %s: the autoallocate ranges are full", s.key(), h)
+	})
+}
+
+// warnNew logs msg(host) for each host that was not in *seen, and makes hosts the new *seen:
+// each problem is logged once, when it appears.
+func warnNew(seen *map[string]bool, hosts []string, msg func(string) string) {
 	now := make(map[string]bool, len(hosts))
 	for _, h := range hosts {
 		now[h] = true
-		if !s.conflicted[h] {
-			log.Warningf("allocations ConfigMap %s: a ServiceEntry now declares a VIP of %s (or another host holds it); "+
-				"it is kept, as moving it would break its clients: delete key %q to renumber it",
-				s.key(), h, strings.TrimSuffix(h, "."))
+		if !(*seen)[h] {
+			log.Warning(msg(h))
 		}
 	}
-	s.conflicted = now
+	*seen = now
 }
 
 // storeError is a failure to count and log under reason.

@@ -442,3 +442,26 @@ func TestAllocationStoreGivesUpWaiting(t *testing.T) {
 		t.Errorf("serves %v from a ConfigMap it never read", live)
 	}
 }
+
+func TestAllocationStoreReportsExhaustion(t *testing.T) {
+	s, _, _ := startStore(t)
+	waitLeading(t, s)
+	var hosts []string
+	for i := range 20 { // the /28 has 14 usable addresses
+		hosts = append(hosts, fmt.Sprintf("h%d.x.global.", i))
+	}
+	s.demand(hosts, noneReserved)
+	eventually(t, 5*time.Second, func() error {
+		if v := value(allocationExhausted); v != 6 {
+			return fmt.Errorf("exhausted gauge %v, want 6", v)
+		}
+		return nil
+	})
+	s.demand(hosts[:3], noneReserved) // those three keep theirs; nobody is left wanting
+	eventually(t, 5*time.Second, func() error {
+		if v := value(allocationExhausted); v != 0 {
+			return fmt.Errorf("exhausted gauge %v, want 0", v)
+		}
+		return nil
+	})
+}
