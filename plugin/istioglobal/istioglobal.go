@@ -25,6 +25,7 @@ type IstioGlobal struct {
 	Fall  fall.F
 
 	ttl        uint32
+	debug      bool     // answer TXT with what serves a name
 	namespaces []string // empty: all
 	sources    []source
 	allocator  *allocator       // nil: autoallocate off
@@ -49,7 +50,7 @@ type source interface {
 }
 
 func newIstioGlobal() *IstioGlobal {
-	return &IstioGlobal{ttl: defaultTTL}
+	return &IstioGlobal{ttl: defaultTTL, debug: true}
 }
 
 // Name implements plugin.Handler.
@@ -94,6 +95,14 @@ func (ig *IstioGlobal) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dn
 		rrs = n.a
 	case dns.TypeAAAA:
 		rrs = n.aaaa
+	case dns.TypeSRV:
+		rrs = n.srv
+	case dns.TypePTR:
+		rrs = n.ptr
+	case dns.TypeTXT:
+		if ig.debug {
+			rrs = n.txt
+		}
 	case dns.TypeSOA:
 		if n == n.zone.apex {
 			rrs = n.zone.soa
@@ -109,8 +118,12 @@ func (ig *IstioGlobal) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dn
 			rrs = n.zone.soa
 		case len(n.a) > 0:
 			rrs = n.a
-		default:
+		case len(n.aaaa) > 0:
 			rrs = n.aaaa
+		case len(n.srv) > 0:
+			rrs = n.srv
+		default:
+			rrs = n.ptr
 		}
 	}
 	if len(rrs) == 0 {
@@ -123,6 +136,9 @@ func (ig *IstioGlobal) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dn
 	// The table's owner names are lower case: an exact match of an unfolded question has the
 	// question's spelling already, and comparing would touch the RR for nothing.
 	rp.msg.Answer = rp.renamed(rrs, q.Name, exact && !folded)
+	if q.Qtype == dns.TypeSRV && len(n.extra) > 0 {
+		rp.msg.Extra = slices.Clone(n.extra)
+	}
 	return rp.write(w)
 }
 

@@ -50,6 +50,7 @@ func setup(c *caddy.Controller) error {
 //	    namespaces NAMESPACE...
 //	    ttl SECONDS
 //	    fallthrough [ZONES...]
+//	    debug on | off
 //	    autoallocate CIDR... | off
 //	    allocations NAMESPACE/NAME [GRACE]
 //	}
@@ -82,6 +83,8 @@ func parse(c *caddy.Controller) (*IstioGlobal, error) {
 				ig.ttl, err = parseTTL(c.RemainingArgs())
 			case "fallthrough":
 				ig.Fall.SetZonesFromArgs(c.RemainingArgs())
+			case "debug":
+				ig.debug, err = parseOnOff(c.RemainingArgs())
 			case "autoallocate":
 				ranges, err = parseRanges(c.RemainingArgs())
 			case "allocations":
@@ -215,4 +218,11 @@ func parseTTL(args []string) (uint32, error) {
 		return 0, fmt.Errorf("%q is not a number of seconds from 0 to %d", args[0], maxTTL)
 	}
 	return uint32(ttl), nil
+}
+
+func parseOnOff(args []string) (bool, error) {
+	if len(args) == 1 && (args[0] == "on" || args[0] == "off") {
+		return args[0] == "on", nil
+	}
+	return false, fmt.Errorf("needs on or off")
 }

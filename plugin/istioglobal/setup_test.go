@@ -125,7 +125,20 @@ func TestParse(t *testing.T) {
 			}
 		}},
 
+		{input: `istioglobal {
+			files ` + seFile + `
+			debug off
+		}`, check: func(t *testing.T, ig *IstioGlobal) {
+			if ig.debug {
+				t.Error("debug off still answers TXT")
+			}
+		}},
+
 		// Errors.
+		{input: `istioglobal {
+			files ` + seFile + `
+			debug maybe
+		}`, err: "needs on or off"},
 		{input: `istioglobal {
 			files ` + seFile + `
 			autoallocate

@@ -81,6 +81,10 @@ func (r *reservation) has(a netip.Addr) bool {
 type node struct {
 	zone     *zone
 	a, aaaa  []dns.RR // prebuilt; the owner is rewritten to the question's spelling
+	srv      []dns.RR // at _PORT._tcp|_udp.HOST
+	extra    []dns.RR // the SRV targets' A and AAAA, for the additional section
+	ptr      []dns.RR // at the reverse name of an address: every host that holds it
+	txt      []dns.RR // what served the name: entries, addresses and their origin, ports
 	wildcard *node    // the "*.<this name>" child, the source of synthesis below this name
 	pending  bool     // wants a VIP that is not known yet: SERVFAIL, not a negative answer
 }
@@ -96,10 +100,11 @@ type hostData struct {
 	name    string
 	zone    *zone
 	addrs   []netip.Addr
-	seen    map[netip.Addr]struct{}
-	entries []string // namespace/name of every entry that serves the host, oldest first
-	optOut  bool     // an entry carries the opt-out label: never allocate
-	pending bool     // wants a VIP that the allocator neither gave nor found no room for
+	origin  map[netip.Addr]string // where each address came from: spec, status or allocated
+	ports   []Port                // the named ports of its entries, without duplicates
+	entries []string              // namespace/name of every entry that serves the host, oldest first
+	optOut  bool                  // an entry carries the opt-out label: never allocate
+	pending bool                  // wants a VIP that the allocator neither gave nor found no room for
 }
 
 // build turns entries into a Table for zones (lower-case FQDNs). Hosts that declare no usable
@@ -131,8 +136,14 @@ func build(entries []Entry, zoneNames []string, ttl uint32, now time.Time, alloc
 	}
 
 	t.allocate(order, alloc)
+	holders := make(map[netip.Addr][]string)
 	for _, h := range order {
-		t.addHost(h, ttl)
+		for _, a := range h.addrs {
+			holders[a] = append(holders[a], h.name)
+		}
+	}
+	for _, h := range order {
+		t.addHost(h, ttl, holders)
 	}
 	t.hosts = len(order)
 	return t
@@ -169,7 +180,7 @@ func (t *Table) addEntry(e *Entry, hosts map[string]*hostData, order *[]*hostDat
 		}
 		h := hosts[name]
 		if h == nil {
-			h = &hostData{name: name, zone: z, seen: make(map[netip.Addr]struct{})}
+			h = &hostData{name: name, zone: z, origin: make(map[netip.Addr]string)}
 			hosts[name] = h
 			*order = append(*order, h)
 		}
@@ -179,12 +190,17 @@ func (t *Table) addEntry(e *Entry, hosts map[string]*hostData, order *[]*hostDat
 		}
 		h.optOut = h.optOut || e.Labels[optOutLabel] == "false"
 
-		addrs := specAddrs
+		addrs, origin := specAddrs, "spec"
 		if len(addrs) == 0 {
-			addrs = t.statusAddresses(e, key, name)
+			addrs, origin = t.statusAddresses(e, key, name), "status"
 		}
 		for _, a := range addrs {
-			h.add(a)
+			h.add(a, origin)
+		}
+		for _, p := range e.Ports {
+			if p.Name != "" && !slices.Contains(h.ports, p) {
+				h.ports = append(h.ports, p)
+			}
 		}
 	}
 	return served
@@ -212,7 +228,7 @@ func (t *Table) allocate(order []*hostData, alloc allocFunc) {
 		h.pending = !ok && !slices.Contains(exhausted, name)
 		for i, a := range []netip.Addr{v.V4, v.V6} {
 			if a.IsValid() {
-				h.add(a)
+				h.add(a, "allocated")
 				t.allocated[i]++
 			}
 		}
@@ -249,17 +265,18 @@ func (t *Table) parseAddresses(key, field string, raw []string) []netip.Addr {
 	return out
 }
 
-func (h *hostData) add(a netip.Addr) {
-	if _, dup := h.seen[a]; dup {
+func (h *hostData) add(a netip.Addr, origin string) {
+	if _, dup := h.origin[a]; dup {
 		return
 	}
-	h.seen[a] = struct{}{}
+	h.origin[a] = origin
 	h.addrs = append(h.addrs, a)
 }
 
 // addHost creates the node for a host, its ancestors up to the apex as empty non-terminals,
-// and, for a wildcard, the link from its parent that lookups synthesize from.
-func (t *Table) addHost(h *hostData, ttl uint32) {
+// and, for a wildcard, the link from its parent that lookups synthesize from; then its SRV,
+// PTR and TXT records. holders are the hosts that hold each address.
+func (t *Table) addHost(h *hostData, ttl uint32, holders map[netip.Addr][]string) {
 	n := t.ensure(h.name, h.zone)
 	n.pending = h.pending
 	var dropped4, dropped6 int
@@ -281,7 +298,73 @@ func (t *Table) addHost(h *hostData, ttl uint32) {
 	}
 	if parent, ok := strings.CutPrefix(h.name, "*."); ok {
 		t.ensure(parent, h.zone).wildcard = n
+	} else {
+		t.addSRV(h, n, ttl)
+		t.addPTR(h, ttl)
 	}
+	n.txt = []dns.RR{&dns.TXT{Hdr: header(h.name, dns.TypeTXT, ttl), Txt: facts(h, holders)}}
+}
+
+// addSRV adds _NAME._tcp.HOST (or _udp) for each named port, pointing at the host, whose
+// addresses ride along in the additional section. A wildcard has no name to put them under.
+func (t *Table) addSRV(h *hostData, n *node, ttl uint32) {
+	extra := slices.Concat(n.a, n.aaaa)
+	for _, p := range h.ports {
+		label := "_" + strings.ToLower(p.Name)
+		if checkLabel(label) != nil || p.Number == 0 || p.Number > 65535 {
+			continue // Istio validates both; a file may not have
+		}
+		proto := "._tcp."
+		if strings.EqualFold(p.Protocol, "UDP") {
+			proto = "._udp."
+		}
+		name := label + proto + h.name
+		sn := t.ensure(name, h.zone)
+		sn.srv = append(sn.srv, &dns.SRV{Hdr: header(name, dns.TypeSRV, ttl), Priority: 0, Weight: 100, Port: uint16(p.Number), Target: h.name})
+		sn.extra = extra
+	}
+}
+
+// addPTR adds the reverse name of each of the host's addresses that lies in one of the zones.
+func (t *Table) addPTR(h *hostData, ttl uint32) {
+	for _, a := range h.addrs {
+		rev, err := dns.ReverseAddr(a.String())
+		if err != nil {
+			continue
+		}
+		if z := t.zoneOf(rev); z != nil {
+			pn := t.ensure(rev, z)
+			pn.ptr = append(pn.ptr, &dns.PTR{Hdr: header(rev, dns.TypePTR, ttl), Ptr: h.name})
+		}
+	}
+}
+
+// facts are the TXT strings that tell who serves a name, one fact a string: the entries, each
+// address and where it came from, the ports, and addresses another host holds too.
+func facts(h *hostData, holders map[netip.Addr][]string) []string {
+	var out []string
+	for _, e := range h.entries {
+		out = append(out, "serviceentry="+e)
+	}
+	for _, a := range h.addrs {
+		out = append(out, fmt.Sprintf("address=%s (%s)", a, h.origin[a]))
+	}
+	for _, p := range h.ports {
+		out = append(out, fmt.Sprintf("port=%s/%d/%s", p.Name, p.Number, strings.ToUpper(p.Protocol)))
+	}
+	for _, a := range h.addrs {
+		for _, other := range holders[a] {
+			if other != h.name {
+				out = append(out, fmt.Sprintf("conflict=%s also %s", a, other))
+			}
+		}
+	}
+	for i, s := range out {
+		if len(s) > 255 { // the most one TXT string holds
+			out[i] = s[:255]
+		}
+	}
+	return out
 }
 
 // ensure returns the node for name, creating it and every missing ancestor below the apex.
