@@ -100,7 +100,7 @@ func TestTXT(t *testing.T) {
 		{Qname: "httpbin.bar.global.", Qtype: dns.TypeTXT, Answer: []dns.RR{txt("httpbin.bar.global.",
 			"serviceentry=foo/httpbin-bar", "address=127.255.0.2 (spec)", "port=http1/8000/HTTP", "port=DNS/53/UDP")}},
 		{Qname: "one.x.global.", Qtype: dns.TypeTXT, Answer: []dns.RR{txt("one.x.global.",
-			"serviceentry=foo/one", "address=240.0.0.9 (spec)", "conflict=240.0.0.9 also two.x.global.")}},
+			"serviceentry=foo/one", "address=240.0.0.9 (spec)", "conflict=240.0.0.9 also two.x.global")}},
 		{Qname: "auto.x.global.", Qtype: dns.TypeTXT, Answer: []dns.RR{txt("auto.x.global.",
 			"serviceentry=foo/auto", "address=240.241.0.1 (allocated)", "address=fd00::1 (allocated)")}},
 		{Qname: "any.wild.global.", Qtype: dns.TypeTXT, Answer: []dns.RR{txt("any.wild.global.",

@@ -26,6 +26,7 @@ type Table struct {
 	entries  int // ServiceEntries that contribute at least one name
 	hosts    int // names from ServiceEntries, wildcards included
 
+	reverse   bool        // a zone is under .arpa: addresses get PTR records
 	wants     []string    // hosts that need a VIP, oldest entry first: they declare no usable address
 	reserved  reservation // what no VIP may ever be
 	allocated [2]int      // hosts served an allocated IPv4, IPv6 VIP
@@ -115,6 +116,7 @@ func build(entries []Entry, zoneNames []string, ttl uint32, now time.Time, alloc
 	for _, z := range zoneNames {
 		zn := newZone(z, ttl, now)
 		zn.apex = &node{zone: zn}
+		t.reverse = t.reverse || dns.IsSubDomain("arpa.", z)
 		t.zones = append(t.zones, zn)
 		t.names[z] = zn.apex
 	}
@@ -300,7 +302,9 @@ func (t *Table) addHost(h *hostData, ttl uint32, holders map[netip.Addr][]string
 		t.ensure(parent, h.zone).wildcard = n
 	} else {
 		t.addSRV(h, n, ttl)
-		t.addPTR(h, ttl)
+		if t.reverse {
+			t.addPTR(h, ttl)
+		}
 	}
 	n.txt = []dns.RR{&dns.TXT{Hdr: header(h.name, dns.TypeTXT, ttl), Txt: facts(h, holders)}}
 }
@@ -308,6 +312,9 @@ func (t *Table) addHost(h *hostData, ttl uint32, holders map[netip.Addr][]string
 // addSRV adds _NAME._tcp.HOST (or _udp) for each named port, pointing at the host, whose
 // addresses ride along in the additional section. A wildcard has no name to put them under.
 func (t *Table) addSRV(h *hostData, n *node, ttl uint32) {
+	if len(h.ports) == 0 {
+		return
+	}
 	extra := slices.Concat(n.a, n.aaaa)
 	for _, p := range h.ports {
 		label := "_" + strings.ToLower(p.Name)
@@ -347,15 +354,15 @@ func facts(h *hostData, holders map[netip.Addr][]string) []string {
 		out = append(out, "serviceentry="+e)
 	}
 	for _, a := range h.addrs {
-		out = append(out, fmt.Sprintf("address=%s (%s)", a, h.origin[a]))
+		out = append(out, "address="+a.String()+" ("+h.origin[a]+")")
 	}
 	for _, p := range h.ports {
-		out = append(out, fmt.Sprintf("port=%s/%d/%s", p.Name, p.Number, strings.ToUpper(p.Protocol)))
+		out = append(out, "port="+p.Name+"/"+strconv.FormatUint(uint64(p.Number), 10)+"/"+strings.ToUpper(p.Protocol))
 	}
 	for _, a := range h.addrs {
 		for _, other := range holders[a] {
 			if other != h.name {
-				out = append(out, fmt.Sprintf("conflict=%s also %s", a, other))
+				out = append(out, "conflict="+a.String()+" also "+strings.TrimSuffix(other, "."))
 			}
 		}
 	}
