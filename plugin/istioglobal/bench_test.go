@@ -36,10 +36,11 @@ func benchEntries(n int) []Entry {
 	return append(entries, Entry{Namespace: "wild", Name: "wild", Hosts: []string{"*.wild.global"}, Addresses: []string{"240.255.0.1"}})
 }
 
-// hostsPlugin is CoreDNS's hosts plugin set up from a Corefile with the same names inline.
-func hostsPlugin(b *testing.B, n int) plugin.Handler {
+// hostsPlugin is CoreDNS's hosts plugin set up from a Corefile with the same names inline,
+// authoritative for global and the extra zones (in-addr.arpa: it answers PTR too).
+func hostsPlugin(b *testing.B, n int, zones ...string) plugin.Handler {
 	var cf strings.Builder
-	cf.WriteString("hosts " + os.DevNull + " global {\n") // hosts [FILE [ZONES...]]
+	cf.WriteString("hosts " + os.DevNull + " " + strings.Join(append([]string{"global"}, zones...), " ") + " {\n") // hosts [FILE [ZONES...]]
 	for i := range n {
 		fmt.Fprintf(&cf, "%s %s\n", benchAddr(i), benchName(i))
 	}
@@ -114,6 +115,96 @@ func BenchmarkRebuild(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
 				build(entries, []string{"global."}, defaultTTL, epoch, nil)
+			}
+		})
+	}
+}
+
+// benchSRVName is the SRV name of the i-th entry's named port.
+func benchSRVName(i int) string { return "_http._tcp." + benchName(i) }
+
+// benchPTRName is the reverse name of the i-th entry's address.
+func benchPTRName(i int) string {
+	rev, _ := dns.ReverseAddr(benchAddr(i))
+	return rev
+}
+
+// benchDebugEntries are benchEntries with a named TCP port each.
+func benchDebugEntries(n int) []Entry {
+	entries := benchEntries(n)
+	for i := range entries {
+		entries[i].Ports = []Port{{Name: "http", Number: 8000, Protocol: "HTTP"}}
+	}
+	return entries
+}
+
+// BenchmarkServeDNSDebug serves the debugging records, SRV, PTR and TXT, beside an A hit in
+// the same table: the entries have a named port, and the plugin holds the reverse zone, so
+// the table has, besides each host, its SRV name, the _tcp name above it and the reverse name
+// of its address. PTR is also measured from the hosts plugin, the one record both serve.
+func BenchmarkServeDNSDebug(b *testing.B) {
+	for _, n := range benchSizes {
+		entries := benchDebugEntries(n)
+		ig := newIstioGlobal()
+		ig.Zones = []string{"global.", "in-addr.arpa."}
+		ig.table.Store(build(entries, ig.Zones, ig.ttl, epoch, nil))
+		h := hostsPlugin(b, n, "in-addr.arpa")
+		for _, q := range []struct {
+			kind   string
+			msgs   []*dns.Msg
+			rcode  int
+			answer int  // answers in the first reply, checked before measuring
+			hosts  bool // measure the hosts plugin too
+		}{
+			{"a", benchQueries(n, benchName, dns.TypeA), dns.RcodeSuccess, 1, false},
+			{"srv", benchQueries(n, benchSRVName, dns.TypeSRV), dns.RcodeSuccess, 1, false},
+			{"srv-nxdomain", benchQueries(n, func(i int) string { return "_nosuch._tcp." + benchName(i) }, dns.TypeSRV), dns.RcodeNameError, 0, false},
+			{"ptr", benchQueries(n, benchPTRName, dns.TypePTR), dns.RcodeSuccess, 1, true},
+			{"ptr-nxdomain", benchQueries(n, func(i int) string { return fmt.Sprintf("%d.%d.%d.241.in-addr.arpa.", i&255, i>>8&255, i>>16&255) }, dns.TypePTR), dns.RcodeNameError, 0, true},
+			{"txt", benchQueries(n, benchName, dns.TypeTXT), dns.RcodeSuccess, 1, false},
+		} {
+			rec := dnstest.NewRecorder(&test.ResponseWriter{})
+			if _, err := ig.ServeDNS(context.Background(), rec, q.msgs[1]); err != nil || rec.Msg == nil ||
+				rec.Msg.Rcode != q.rcode || len(rec.Msg.Answer) != q.answer {
+				b.Fatalf("%s %s: %v, want %s with %d answers (%v)", q.kind, q.msgs[1].Question[0].Name, rec.Msg, dns.RcodeToString[q.rcode], q.answer, err)
+			}
+			if q.kind == "srv" && len(rec.Msg.Extra) != 1 {
+				b.Fatalf("SRV without the target's address in the additional section: %v", rec.Msg)
+			}
+			if q.kind == "ptr" {
+				rec := dnstest.NewRecorder(&test.ResponseWriter{})
+				if _, err := h.ServeDNS(context.Background(), rec, q.msgs[1]); err != nil || rec.Msg == nil || len(rec.Msg.Answer) != 1 {
+					b.Fatalf("the hosts baseline does not answer PTR %s: %v %v", q.msgs[1].Question[0].Name, rec.Msg, err)
+				}
+			}
+			handlers := []struct {
+				name string
+				h    plugin.Handler
+			}{{"istioglobal", ig}}
+			if q.hosts {
+				handlers = append(handlers, struct {
+					name string
+					h    plugin.Handler
+				}{"hosts", h})
+			}
+			for _, p := range handlers {
+				b.Run(fmt.Sprintf("%s/%s/%d", q.kind, p.name, n), func(b *testing.B) {
+					serveLoop(b, p.h, q.msgs)
+				})
+			}
+		}
+	}
+}
+
+// BenchmarkRebuildDebug is BenchmarkRebuild for the table of BenchmarkServeDNSDebug: a named
+// port per entry and the reverse zone, so each host also gets its SRV, _tcp and PTR names.
+func BenchmarkRebuildDebug(b *testing.B) {
+	for _, n := range benchSizes {
+		entries := benchDebugEntries(n)
+		b.Run(fmt.Sprint(n), func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				build(entries, []string{"global.", "in-addr.arpa."}, defaultTTL, epoch, nil)
 			}
 		})
 	}
