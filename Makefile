@@ -6,7 +6,7 @@ BIN     ?= bin/coredns-istio
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X github.com/coredns/coredns/coremain.GitCommit=$(VERSION)
 
-.PHONY: all build run test unit e2e bench lint deps controlplane clean
+.PHONY: all build run test unit e2e bench lint deps controlplane image clean
 
 all: build
 
@@ -42,6 +42,16 @@ lint:
 	@out="$$(gofmt -l $$(git ls-files '*.go'))"; \
 		if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+
+# The container image coredns-istio:$(VERSION) (Dockerfile; deploy/ runs coredns-istio:latest
+# unless an overlay sets the image). Needs a reachable Docker engine.
+DOCKER ?= docker
+image:
+	@command -v $(DOCKER) >/dev/null 2>&1 || { \
+		echo "make image: '$(DOCKER)' not found; install Docker (or set DOCKER=podman) to build the image" >&2; exit 1; }
+	@$(DOCKER) info >/dev/null 2>&1 || { \
+		echo "make image: no Docker engine reachable ('$(DOCKER) info' failed; is the daemon running, is DOCKER_HOST right?)" >&2; exit 1; }
+	$(DOCKER) build --build-arg VERSION=$(VERSION) -t coredns-istio:$(VERSION) .
 
 clean:
 	rm -rf bin
