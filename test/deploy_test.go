@@ -827,7 +827,7 @@ func podSpecProblems(what, name string, spec *corev1.PodSpec) (problems, remarks
 			}
 		default:
 			if c.LivenessProbe == nil {
-				logf("REPORT %s: no liveness probe (it serves no port)", where)
+				errorf("%s: no liveness probe", where)
 			}
 		}
 	}

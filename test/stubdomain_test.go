@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -610,7 +611,8 @@ var candidateRE = regexp.MustCompile(`candidate (\S+) for Lease`)
 func startStubdomainWatch(t *testing.T, args ...string) *stubdomainWatch {
 	t.Helper()
 	w := &stubdomainWatch{out: &syncBuffer{}}
-	args = append(append([]string{"stubdomain", "watch"}, args...), "--kubeconfig", kubeconfig)
+	health := net.JoinHostPort("127.0.0.1", strconv.Itoa(port(t)))
+	args = append(append([]string{"stubdomain", "watch"}, args...), "--kubeconfig", kubeconfig, "--health-listen", health)
 	var err error
 	if w.proc, err = startProcess("stubdomain watch", w.out, t.TempDir(), corednsBinary, args...); err != nil {
 		t.Fatal(err)
@@ -630,6 +632,9 @@ func startStubdomainWatch(t *testing.T, args ...string) *stubdomainWatch {
 	})
 	if err != nil {
 		t.Fatalf("stubdomain watch: %v\n%s", err, w.out.String())
+	}
+	if err := httpOK(context.Background(), "http://"+health+"/healthz"); err != nil {
+		t.Fatalf("stubdomain watch --health-listen: %v", err)
 	}
 	return w
 }

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"net"
+	"net/http"
 	"net/netip"
 	"os/signal"
 	"strings"
@@ -104,8 +106,9 @@ type stubdomainOptions struct {
 	dnsNamespace string
 	dryRun       bool
 
-	leaderElect bool
-	lease       stubdomain.LeaderElection
+	leaderElect  bool
+	lease        stubdomain.LeaderElection
+	healthListen string // host:port for /healthz; empty: none
 }
 
 // stubdomainMain runs `coredns-istio stubdomain ARGS...` and returns the exit status.
@@ -170,6 +173,7 @@ func parseStubdomainFlags(command string, args []string, stdout, stderr io.Write
 		fs.DurationVar(&opts.lease.LeaseDuration, "leader-elect-lease-duration", 15*time.Second, "`DURATION` standbys wait after the last renewal before taking over")
 		fs.DurationVar(&opts.lease.RenewDeadline, "leader-elect-renew-deadline", 10*time.Second, "`DURATION` the leader retries renewing before it gives up (and exits 1)")
 		fs.DurationVar(&opts.lease.RetryPeriod, "leader-elect-retry-period", 2*time.Second, "`DURATION` between tries to acquire, or to renew")
+		fs.StringVar(&opts.healthListen, "health-listen", "", "serve /healthz on `HOST:PORT`, for a liveness probe")
 	}
 	fs.Usage = func() {} // The caller reports errors in one line; -h prints usage below.
 	if err := fs.Parse(args); err != nil {
@@ -362,6 +366,13 @@ func reportResult(stdout io.Writer, opts *stubdomainOptions, res stubdomain.Resu
 func runWatch(ctx context.Context, client kubernetes.Interface, opts *stubdomainOptions, stdout, stderr io.Writer) (int, error) {
 	logger := log.New(stderr, "", log.LstdFlags)
 	logf := func(format string, args ...any) { logger.Printf(format, args...) }
+	if opts.healthListen != "" {
+		stop, err := serveHealth(opts.healthListen)
+		if err != nil {
+			return 0, err
+		}
+		defer stop()
+	}
 
 	detectCtx, cancel := context.WithTimeout(ctx, time.Minute)
 	p, err := newPatcher(detectCtx, client, opts, stdout)
@@ -386,4 +397,18 @@ func runWatch(ctx context.Context, client kubernetes.Interface, opts *stubdomain
 	}
 	logf("stopped")
 	return exitOK, nil
+}
+
+// serveHealth answers /healthz with 200 while the process serves: a liveness ping, as
+// controller-runtime's healthz.Ping. A watcher that fails exits on its own.
+func serveHealth(addr string) (stop func(), err error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("--health-listen: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go srv.Serve(ln)
+	return func() { srv.Close() }, nil
 }
