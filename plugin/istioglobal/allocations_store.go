@@ -13,9 +13,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/coredns/coredns/plugin"
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promauto"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -33,45 +30,13 @@ import (
 )
 
 // What went wrong with the allocations ConfigMap: the reason label of allocationErrors.
-const (
-	kindAllocation    = "allocation"
-	reasonCorrupt     = "corrupt"      // an entry that does not decode; its addresses stay held
-	reasonUnreadable  = "unreadable"   // the ConfigMap could not be listed, watched or read
-	reasonWriteFailed = "write_failed" // the leader could not create or update it
-)
 
-var (
-	allocationLeader = promauto.NewGauge(prometheus.GaugeOpts{
-		Namespace: plugin.Namespace,
-		Subsystem: "istioglobal",
-		Name:      "allocation_leader",
-		Help:      "1 while this replica holds the allocations Lease and writes the ConfigMap, else 0.",
-	})
-	allocationConflicts = promauto.NewGauge(prometheus.GaugeOpts{
-		Namespace: plugin.Namespace,
-		Subsystem: "istioglobal",
-		Name:      "allocation_conflicts",
-		Help:      "Live allocations whose address a ServiceEntry now declares, as the leader last saw them.",
-	})
-	allocationExhausted = promauto.NewGauge(prometheus.GaugeOpts{
-		Namespace: plugin.Namespace,
-		Subsystem: "istioglobal",
-		Name:      "allocation_exhausted",
-		Help:      "Hosts that want a VIP but find the ranges full, as the leader last saw them.",
-	})
-	allocationErrors = promauto.NewCounterVec(prometheus.CounterOpts{
-		Namespace: plugin.Namespace,
-		Subsystem: "istioglobal",
-		Name:      "allocation_errors_total",
-		Help:      "Failures to read, decode or write the allocations ConfigMap, by reason.",
-	}, []string{"reason"})
-)
+// defaultSyncTimeout bounds how long an unreadable ConfigMap keeps the plugin unready.
+const defaultSyncTimeout = 10 * time.Second
 
 // Leader election timings: client-go's usual ones.
 const (
 	defaultLeaseDuration = 15 * time.Second
-	// defaultSyncTimeout bounds how long an unreadable ConfigMap keeps the plugin unready.
-	defaultSyncTimeout   = 10 * time.Second
 	defaultRenewDeadline = 10 * time.Second
 	defaultRetryPeriod   = 2 * time.Second
 )

@@ -51,9 +51,10 @@ func sortEntries(entries []Entry) {
 
 // What a skipped piece of input was.
 const (
-	kindEntry   = "entry"
-	kindHost    = "host"
-	kindAddress = "address"
+	kindEntry      = "entry"
+	kindHost       = "host"
+	kindAddress    = "address"
+	kindAllocation = "allocation" // an entry of the allocations ConfigMap
 )
 
 // Why it was skipped: the values of the reason label of the skipped_* metrics.
@@ -67,6 +68,9 @@ const (
 	reasonUnspecified = "unspecified"  // 0.0.0.0 or ::
 	reasonTooMany     = "too_many"     // more than maxAddressesPerHost for one host
 	reasonExhausted   = "exhausted"    // no free VIP left in the autoallocate ranges
+	reasonCorrupt     = "corrupt"      // an allocations entry that does not decode; its addresses stay held
+	reasonUnreadable  = "unreadable"   // the allocations ConfigMap could not be listed, watched or read
+	reasonWriteFailed = "write_failed" // the allocations leader could not create or update it
 )
 
 // Problem is one piece of input that is not served, with enough detail to fix it.

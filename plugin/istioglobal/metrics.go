@@ -46,6 +46,30 @@ var (
 		Name:      "allocation_free",
 		Help:      "Addresses of the autoallocate ranges not served as a VIP, by address family.",
 	}, []string{"family"})
+	allocationLeader = promauto.NewGauge(prometheus.GaugeOpts{
+		Namespace: plugin.Namespace,
+		Subsystem: "istioglobal",
+		Name:      "allocation_leader",
+		Help:      "1 while this replica holds the allocations Lease and writes the ConfigMap, else 0.",
+	})
+	allocationConflicts = promauto.NewGauge(prometheus.GaugeOpts{
+		Namespace: plugin.Namespace,
+		Subsystem: "istioglobal",
+		Name:      "allocation_conflicts",
+		Help:      "Live allocations whose address a ServiceEntry now declares, as the leader last saw them.",
+	})
+	allocationExhausted = promauto.NewGauge(prometheus.GaugeOpts{
+		Namespace: plugin.Namespace,
+		Subsystem: "istioglobal",
+		Name:      "allocation_exhausted",
+		Help:      "Hosts that want a VIP but find the ranges full, as the leader last saw them.",
+	})
+	allocationErrors = promauto.NewCounterVec(prometheus.CounterOpts{
+		Namespace: plugin.Namespace,
+		Subsystem: "istioglobal",
+		Name:      "allocation_errors_total",
+		Help:      "Failures to read, decode or write the allocations ConfigMap, by reason.",
+	}, []string{"reason"})
 	lastUpdate = promauto.NewGauge(prometheus.GaugeOpts{
 		Namespace: plugin.Namespace,
 		Subsystem: "istioglobal",
