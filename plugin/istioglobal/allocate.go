@@ -86,12 +86,9 @@ func newAllocator(ranges []netip.Prefix, grace time.Duration) (*allocator, error
 	return a, nil
 }
 
-// capacity returns how many addresses each family can hand out (saturating); the caller
-// subtracts what is held or reserved to report what is free.
+// capacity returns how many addresses each family can hand out (saturating); the free metric
+// is this minus the VIPs served.
 func (a *allocator) capacity() (v4, v6 uint64) { return a.v4.total, a.v6.total }
-
-// contains reports whether x is an address the allocator could hand out with its current ranges.
-func (a *allocator) contains(x netip.Addr) bool { return a.v4.contains(x) || a.v6.contains(x) }
 
 // deterministic gives each host (in priority order: oldest entry first, then namespace/name)
 // one VIP per configured family, never an address reserved reports, never one address to two
@@ -268,15 +265,6 @@ func (p *pool) at(i uint64) netip.Addr {
 		i -= n
 	}
 	panic(fmt.Sprintf("istioglobal: address %d beyond a pool of %d", i, p.total))
-}
-
-func (p *pool) contains(x netip.Addr) bool {
-	for _, r := range p.ranges {
-		if r.Contains(x) {
-			return x != r.Addr() && !(x.Is4() && !r.Contains(x.Next()))
-		}
-	}
-	return false
 }
 
 // offset returns a+n; n stays within a's range.

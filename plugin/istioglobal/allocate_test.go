@@ -590,7 +590,8 @@ func TestAllocateNextRangeChanges(t *testing.T) {
 	a := mustAllocator(t, allocGrace, "240.241.0.0/24", "2001:2::/120")
 	next, exhausted, _ := a.next(current, hosts, unreserved, allocT0)
 	got := next["a.ns.global."]
-	if got.V4 != mustAddr("240.241.0.9") || !a.contains(got.V6) || len(exhausted) != 0 {
+	v6 := netip.MustParsePrefix("2001:2::/120")
+	if got.V4 != mustAddr("240.241.0.9") || !v6.Contains(got.V6) || got.V6 == v6.Addr() || len(exhausted) != 0 {
 		t.Errorf("family added: %v, exhausted %v", got, exhausted)
 	}
 	// b lies outside every range now configured: kept as is while it lives.
