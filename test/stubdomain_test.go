@@ -108,24 +108,7 @@ var kubeadmCorefileReload = readFile("../internal/stubdomain/testdata/kubeadm.Co
 var kubeadmCorefile = strings.Replace(kubeadmCorefileReload, "    reload\n", "", 1)
 
 // aksCorefile is the shape of AKS's Corefile: it imports coredns-custom's *.server keys.
-const aksCorefile = `.:53 {
-    errors
-    ready
-    health
-    kubernetes cluster.local in-addr.arpa ip6.arpa {
-      pods insecure
-      fallthrough in-addr.arpa ip6.arpa
-    }
-    prometheus :9153
-    forward . /etc/resolv.conf
-    cache 30
-    loop
-    reload
-    loadbalance
-    import custom/*.override
-}
-import custom/*.server
-`
+var aksCorefile = readFile("../internal/stubdomain/testdata/aks.Corefile")
 
 // startSeedDNS runs coredns-istio serving the global zone from a ServiceEntry file:
 // httpbin.bar.global → 127.255.0.2. It is what the cluster DNS forwards to.

@@ -26,30 +26,6 @@ var crlfCorefile = strings.ReplaceAll(`# cluster DNS, edited by hand
 # the end
 `, "\n", "\r\n")
 
-// aksCorefile imports files that live only in the CoreDNS pod.
-const aksCorefile = `.:53 {
-    errors
-    ready
-    health {
-      lameduck 5s
-    }
-    kubernetes cluster.local in-addr.arpa ip6.arpa {
-      pods insecure
-      fallthrough in-addr.arpa ip6.arpa
-      ttl 30
-    }
-    prometheus :9153
-    forward . /etc/resolv.conf
-    cache 30
-    loop
-    reload
-    loadbalance
-    import custom/*.override
-}
-import custom/*.server
-import /etc/coredns/extra.conf
-`
-
 // foreignCorefile already forwards global somewhere: somebody else's block.
 var foreignCorefile = kubeadmCorefile + `global:53 {
     forward . 1.2.3.4

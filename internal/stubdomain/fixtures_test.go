@@ -6,6 +6,10 @@ import "os"
 // end-to-end tests in test/.
 var kubeadmCorefile = mustRead("testdata/kubeadm.Corefile")
 
+// aksCorefile is the shape of AKS's Corefile: it imports coredns-custom's *.server keys, and
+// files that live only in the CoreDNS pod.
+var aksCorefile = mustRead("testdata/aks.Corefile")
+
 func mustRead(path string) string {
 	b, err := os.ReadFile(path)
 	if err != nil {
