@@ -51,7 +51,7 @@ func TestBuildAllocates(t *testing.T) {
 	}
 	r := &recordingAlloc{}
 	ig := newTestPlugin(nil)
-	ig.table.Store(build(entries, ig.Zones, ig.ttl, epoch, r.alloc))
+	ig.table.Store(buildAt(entries, ig.Zones, ig.ttl, r.alloc))
 
 	// Oldest entry first; no wildcard, no host with a usable spec or status address, no opt-out.
 	if want := []string{"older.x.global.", "newer.x.global.", "garbage.x.global.", "optin.x.global."}; !slices.Equal(r.hosts, want) {
@@ -83,7 +83,7 @@ func TestBuildAllocates(t *testing.T) {
 }
 
 func TestBuildReportsExhaustion(t *testing.T) {
-	tb := build([]Entry{se("foo", "a", 0, hosts("a.x.global"))}, []string{"global."}, 30, epoch, (&recordingAlloc{full: true}).alloc)
+	tb := buildAt([]Entry{se("foo", "a", 0, hosts("a.x.global"))}, []string{"global."}, 30, (&recordingAlloc{full: true}).alloc)
 	assertProblems(t, tb, "address/exhausted")
 	if tb.allocated != [2]int{} {
 		t.Errorf("allocated %v, want none", tb.allocated)
@@ -112,11 +112,11 @@ func TestPendingVIPsServfail(t *testing.T) {
 		return map[string]VIPs{"done.x.global.": {V4: netip.MustParseAddr("240.241.0.1")}}, []string{"full.x.global."}
 	}
 	ig := newTestPlugin(nil)
-	ig.table.Store(build([]Entry{
+	ig.table.Store(buildAt([]Entry{
 		se("foo", "done", 0, hosts("done.x.global")),
 		se("foo", "waiting", 1, hosts("waiting.x.global")),
 		se("foo", "full", 2, hosts("full.x.global")),
-	}, ig.Zones, ig.ttl, epoch, persisted))
+	}, ig.Zones, ig.ttl, persisted))
 	for _, tc := range []struct {
 		name  string
 		qtype uint16

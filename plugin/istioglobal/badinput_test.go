@@ -3,6 +3,8 @@ package istioglobal
 import (
 	"context"
 	"fmt"
+	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 
@@ -55,8 +57,8 @@ func TestBadInput(t *testing.T) {
 			[]string{"entry/no_hosts"}, "", nil},
 		{"empty host", se("foo", "bad", 1, hosts("", "x.bar.global"), "240.0.0.1"),
 			[]string{"host/invalid_host"}, "x.bar.global.", []string{"240.0.0.1"}},
-		{"bare wildcard", se("foo", "bad", 1, hosts("*"), "240.0.0.1"),
-			[]string{"host/invalid_host"}, "x.bar.global.", nil},
+		{"bare wildcard beside a host of ours", se("foo", "bad", 1, hosts("*", "x.bar.global"), "240.0.0.1"),
+			[]string{"host/invalid_host"}, "x.bar.global.", []string{"240.0.0.1"}},
 		{"wildcard inside the name", se("foo", "bad", 1, hosts("foo.*.global"), "240.0.0.1"),
 			[]string{"host/invalid_host"}, "foo.x.global.", nil},
 		{"wildcard glued to a label", se("foo", "bad", 1, hosts("*foo.bar.global"), "240.0.0.1"),
@@ -156,4 +158,23 @@ func values(t *testing.T, ig *IstioGlobal, name string) []string {
 		}
 	}
 	return got
+}
+
+// Egress entries for other zones (external APIs with CIDRs, whatever else they hold) are read
+// for their reservations and otherwise ignored: no problem, no log, only a count of their own.
+func TestOtherZonesCostNothing(t *testing.T) {
+	egress := []Entry{
+		se("egress", "api", 1, hosts("api.example.com"), "10.0.0.0/8", "hello"),
+		se("egress", "local", 2, hosts("*.example.org", "bad host"), "999.1.1.1"),
+		{Namespace: "egress", Name: "private", Hosts: []string{"db.internal"}, ExportTo: []string{"."}},
+	}
+	ig := newTestPlugin(append(slices.Clone(seeds), egress...))
+	tb := ig.table.Load()
+	assertProblems(t, tb)
+	if tb.other != len(egress) {
+		t.Errorf("%d entries counted as other zones', want %d", tb.other, len(egress))
+	}
+	if !tb.reserved.has(netip.MustParseAddr("10.1.2.3")) {
+		t.Error("an egress entry's CIDR is not reserved from VIPs")
+	}
 }

@@ -74,7 +74,7 @@ func BenchmarkServeDNS(b *testing.B) {
 	for _, n := range benchSizes {
 		ig := newIstioGlobal()
 		ig.Zones = []string{"global."}
-		ig.table.Store(build(benchEntries(n), ig.Zones, ig.ttl, epoch, nil))
+		ig.table.Store(buildAt(benchEntries(n), ig.Zones, ig.ttl, nil))
 		h := hostsPlugin(b, n)
 		for _, q := range []struct {
 			kind string
@@ -114,7 +114,7 @@ func BenchmarkRebuild(b *testing.B) {
 		b.Run(fmt.Sprint(n), func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
-				build(entries, []string{"global."}, defaultTTL, epoch, nil)
+				buildAt(entries, []string{"global."}, defaultTTL, nil)
 			}
 		})
 	}
@@ -147,7 +147,7 @@ func BenchmarkServeDNSDebug(b *testing.B) {
 		entries := benchDebugEntries(n)
 		ig := newIstioGlobal()
 		ig.Zones = []string{"global.", "in-addr.arpa."}
-		ig.table.Store(build(entries, ig.Zones, ig.ttl, epoch, nil))
+		ig.table.Store(buildAt(entries, ig.Zones, ig.ttl, nil))
 		h := hostsPlugin(b, n, "in-addr.arpa")
 		for _, q := range []struct {
 			kind   string
@@ -204,7 +204,7 @@ func BenchmarkRebuildDebug(b *testing.B) {
 		b.Run(fmt.Sprint(n), func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
-				build(entries, []string{"global.", "in-addr.arpa."}, defaultTTL, epoch, nil)
+				buildAt(entries, []string{"global.", "in-addr.arpa."}, defaultTTL, nil)
 			}
 		})
 	}

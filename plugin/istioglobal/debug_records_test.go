@@ -31,7 +31,7 @@ var debugEntries = []Entry{
 func debugPlugin(t *testing.T, zones ...string) *IstioGlobal {
 	t.Helper()
 	ig := newTestPlugin(nil, zones...)
-	ig.table.Store(build(debugEntries, ig.Zones, ig.ttl, epoch, (&recordingAlloc{}).alloc))
+	ig.table.Store(buildAt(debugEntries, ig.Zones, ig.ttl, (&recordingAlloc{}).alloc))
 	return ig
 }
 
@@ -65,7 +65,8 @@ func TestSRV(t *testing.T) {
 func TestPTR(t *testing.T) {
 	ig := debugPlugin(t, "global.", "in-addr.arpa.", "ip6.arpa.")
 	revSOA := func(z string) dns.RR {
-		return test.SOA(fmt.Sprintf("%s 30 IN SOA ns.dns.%s hostmaster.%s %d 7200 1800 86400 30", z, z, z, epoch.Unix()))
+		// One name server for every zone: ns.dns. and the forward zone.
+		return test.SOA(fmt.Sprintf("%s 30 IN SOA ns.dns.global. hostmaster.%s %d 7200 1800 86400 30", z, z, epoch.Unix()))
 	}
 	runCases(t, ig, []test.Case{
 		{Qname: "2.0.255.127.in-addr.arpa.", Qtype: dns.TypePTR, Answer: []dns.RR{test.PTR("2.0.255.127.in-addr.arpa. 30 IN PTR httpbin.bar.global.")}},

@@ -38,6 +38,20 @@ func (e *Entry) exported() bool {
 	return len(e.ExportTo) == 0 || slices.Contains(e.ExportTo, "*")
 }
 
+// same reports whether e and o are the same to build: an event between them (a status-only
+// update, a resync, a relist) changes no answer.
+func (e *Entry) same(o *Entry) bool {
+	return e.Namespace == o.Namespace && e.Name == o.Name && e.Created.Equal(o.Created) &&
+		slices.Equal(e.Hosts, o.Hosts) && slices.Equal(e.Addresses, o.Addresses) &&
+		slices.Equal(e.StatusAddresses, o.StatusAddresses) && slices.Equal(e.Ports, o.Ports) &&
+		slices.Equal(e.ExportTo, o.ExportTo) && e.Labels[optOutLabel] == o.Labels[optOutLabel]
+}
+
+// sameEntries reports whether two sorted entry lists are the same to build.
+func sameEntries(a, b []Entry) bool {
+	return slices.EqualFunc(a, b, func(x, y Entry) bool { return x.same(&y) })
+}
+
 // sortEntries orders entries oldest first, then by namespace/name, so that the union of
 // addresses for a host is stable whatever order the sources list them in.
 func sortEntries(entries []Entry) {
@@ -54,6 +68,7 @@ const (
 	kindEntry      = "entry"
 	kindHost       = "host"
 	kindAddress    = "address"
+	kindPort       = "port"
 	kindAllocation = "allocation" // an entry of the allocations ConfigMap
 )
 

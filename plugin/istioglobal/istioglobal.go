@@ -4,19 +4,13 @@ package istioglobal
 
 import (
 	"context"
-	"net/netip"
 	"slices"
 	"sync/atomic"
-	"time"
 
 	"github.com/coredns/coredns/plugin"
 	"github.com/coredns/coredns/plugin/pkg/fall"
 	"github.com/miekg/dns"
 )
-
-// coalesceDelay is how long the builder waits after a change for the rest of its burst, so
-// that a burst of N events costs one or two rebuilds, not N.
-const coalesceDelay = 50 * time.Millisecond
 
 // IstioGlobal is the plugin handler.
 type IstioGlobal struct {
@@ -31,11 +25,20 @@ type IstioGlobal struct {
 	allocator  *allocator       // nil: autoallocate off
 	store      *allocationStore // nil: VIPs are deterministic, not persisted
 
-	table   atomic.Pointer[Table] // nil until every source has synced
+	ns nameServer
+
+	table   atomic.Pointer[Table] // nil until every source has synced, or a predecessor's
 	changed chan struct{}         // capacity 1: a pending rebuild
 	stop    chan struct{}
 	done    chan struct{}
-	logged  map[string]bool // problems already logged; owned by the builder goroutine
+	// Owned by the builder goroutine:
+	logged map[string]bool // problems already logged
+	last   *builtFrom      // what the last table of this instance was built from
+
+	// Reload handover (handover.go); successor is guarded by the lineages lock.
+	lineage   string
+	inherited atomic.Pointer[Table] // the predecessor's table this instance serves, until its own
+	successor *IstioGlobal
 }
 
 // A source turns its world (the Kubernetes API, YAML files) into entries.
@@ -68,6 +71,14 @@ func (ig *IstioGlobal) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dn
 	if zi < 0 || q.Qclass != dns.ClassINET {
 		return plugin.NextOrFailure(ig.Name(), ig.Next, ctx, w, r)
 	}
+	switch {
+	case r.Opcode != dns.OpcodeQuery:
+		// A NOTIFY (we are the primary, no one's secondary), or any other opcode the server
+		// let through: not a question for the table.
+		return dns.RcodeNotImplemented, nil
+	case q.Qtype == dns.TypeAXFR || q.Qtype == dns.TypeIXFR:
+		return dns.RcodeRefused, nil
+	}
 	t := ig.table.Load()
 	if t == nil {
 		// Not synced: a negative answer now would be cached by resolvers for names that exist.
@@ -89,14 +100,14 @@ func (ig *IstioGlobal) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dn
 		return rp.write(w)
 	}
 
-	var rrs []dns.RR
+	var rrs, extra []dns.RR
 	switch q.Qtype {
 	case dns.TypeA:
 		rrs = n.a
 	case dns.TypeAAAA:
 		rrs = n.aaaa
 	case dns.TypeSRV:
-		rrs = n.srv
+		rrs, extra = n.srv, n.extra
 	case dns.TypePTR:
 		rrs = n.ptr
 	case dns.TypeTXT:
@@ -110,6 +121,7 @@ func (ig *IstioGlobal) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dn
 	case dns.TypeNS:
 		if n == n.zone.apex {
 			rrs = n.zone.ns
+			extra = n.extra
 		}
 	case dns.TypeANY:
 		// RFC 8482: one RRset is a complete answer to ANY.
@@ -122,8 +134,10 @@ func (ig *IstioGlobal) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dn
 			rrs = n.aaaa
 		case len(n.srv) > 0:
 			rrs = n.srv
-		default:
+		case len(n.ptr) > 0:
 			rrs = n.ptr
+		case ig.debug:
+			rrs = n.txt
 		}
 	}
 	if len(rrs) == 0 {
@@ -136,8 +150,8 @@ func (ig *IstioGlobal) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dn
 	// The table's owner names are lower case: an exact match of an unfolded question has the
 	// question's spelling already, and comparing would touch the RR for nothing.
 	rp.msg.Answer = rp.renamed(rrs, q.Name, exact && !folded)
-	if q.Qtype == dns.TypeSRV && len(n.extra) > 0 {
-		rp.msg.Extra = slices.Clone(n.extra)
+	if len(extra) > 0 {
+		rp.msg.Extra = slices.Clone(extra)
 	}
 	return rp.write(w)
 }
@@ -215,206 +229,6 @@ func (rp *reply) renamed(src []dns.RR, name string, same bool) []dns.RR {
 		for i, rr := range src {
 			out[i] = dns.Copy(rr)
 			out[i].Header().Name = name
-		}
-	}
-	return out
-}
-
-// nameBufSize holds a name of the longest wire length (255 octets) in presentation format
-// unless it is full of escapes; a longer one simply grows onto the heap.
-const nameBufSize = 256
-
-// lower returns name lower-cased (ASCII only, as DNS compares names) in buf, or on the heap
-// when it does not fit, and whether any letter changed.
-func lower(buf *[nameBufSize]byte, name string) (b []byte, folded bool) {
-	b = buf[:0]
-	if len(name) > len(buf) {
-		b = make([]byte, 0, len(name))
-	}
-	b = append(b, name...)
-	for i, c := range b {
-		if 'A' <= c && c <= 'Z' {
-			b[i] = c + 'a' - 'A'
-			folded = true
-		}
-	}
-	return b, folded
-}
-
-// matchZone returns the index of the most specific of zones that contains qname, or -1.
-func matchZone(zones []string, qname []byte) int {
-	best := -1
-	for i, z := range zones {
-		if inZone(qname, z) && (best < 0 || len(z) > len(zones[best])) {
-			best = i
-		}
-	}
-	return best
-}
-
-// inZone reports whether qname (lower case) is zone or below it, on label boundaries.
-func inZone(qname []byte, zone string) bool {
-	if zone == "." {
-		return true
-	}
-	if len(qname) < len(zone) || string(qname[len(qname)-len(zone):]) != zone {
-		return false
-	}
-	rest := qname[:len(qname)-len(zone)]
-	return len(rest) == 0 || rest[len(rest)-1] == '.' && !escaped(rest, len(rest)-1)
-}
-
-// nextLabel returns the offset of the label after the one at off in a presentation-format
-// name, honouring escapes (a\.b is one label), and whether off was the last label.
-func nextLabel(name []byte, off int) (int, bool) {
-	for i := off; i < len(name); i++ {
-		switch name[i] {
-		case '\\':
-			i++ // the escaped character (or the first of \DDD's digits) is not a separator
-		case '.':
-			if i+1 >= len(name) {
-				return len(name), true
-			}
-			return i + 1, false
-		}
-	}
-	return len(name), true
-}
-
-// escaped reports whether the byte at i is preceded by an odd number of backslashes.
-func escaped(name []byte, i int) bool {
-	n := 0
-	for j := i - 1; j >= 0 && name[j] == '\\'; j-- {
-		n++
-	}
-	return n%2 == 1
-}
-
-// start launches the sources and the builder that publishes a table once all have synced.
-func (ig *IstioGlobal) start() error {
-	ig.changed = make(chan struct{}, 1)
-	ig.logged = make(map[string]bool)
-	for i, s := range ig.sources {
-		if err := s.start(ig.notify); err != nil {
-			for _, started := range ig.sources[:i] {
-				started.stop()
-			}
-			return plugin.Error(ig.Name(), err)
-		}
-	}
-	ig.stop = make(chan struct{})
-	ig.done = make(chan struct{})
-	go ig.run()
-	return nil
-}
-
-// shutdown stops the sources and the builder; nothing of this instance survives a reload.
-func (ig *IstioGlobal) shutdown() error {
-	if ig.stop == nil {
-		return nil
-	}
-	close(ig.stop)
-	for _, s := range ig.sources {
-		s.stop()
-	}
-	<-ig.done
-	ig.stop = nil
-	return nil
-}
-
-func (ig *IstioGlobal) notify() {
-	select {
-	case ig.changed <- struct{}{}:
-	default: // a rebuild is pending already and will see this change
-	}
-}
-
-func (ig *IstioGlobal) run() {
-	defer close(ig.done)
-	coalesce := time.NewTimer(0)
-	<-coalesce.C
-	for {
-		select {
-		case <-ig.stop:
-			return
-		case <-ig.changed:
-		}
-		coalesce.Reset(coalesceDelay)
-		select {
-		case <-ig.stop:
-			coalesce.Stop()
-			return
-		case <-coalesce.C:
-		}
-		if ig.synced() {
-			ig.rebuild()
-		}
-	}
-}
-
-func (ig *IstioGlobal) synced() bool {
-	for _, s := range ig.sources {
-		if !s.synced() {
-			return false
-		}
-	}
-	return true
-}
-
-// rebuild builds a table from every source's entries and publishes it.
-func (ig *IstioGlobal) rebuild() {
-	start := time.Now()
-	var entries []Entry
-	var unreadable []Problem
-	for _, s := range ig.sources {
-		e, p := s.entries()
-		entries = append(entries, e...)
-		unreadable = append(unreadable, p...)
-	}
-	entries = inNamespaces(entries, ig.namespaces)
-	var alloc allocFunc
-	switch {
-	case ig.store != nil:
-		live, problems := ig.store.current()
-		unreadable = append(unreadable, problems...)
-		alloc = func([]string, func(netip.Addr) bool) (map[string]VIPs, []string) { return live, nil }
-	case ig.allocator != nil:
-		alloc = ig.allocator.deterministic
-	}
-	t := build(entries, ig.Zones, ig.ttl, start, alloc)
-	t.problems = append(unreadable, t.problems...)
-	if ig.store != nil {
-		ig.store.demand(t.wants, t.reserved.has)
-	}
-	ig.table.Store(t)
-	observe(t, time.Since(start), ig.allocator)
-	ig.logNew(t.problems)
-}
-
-// logNew logs each problem once, when it first appears, however often the table is rebuilt.
-func (ig *IstioGlobal) logNew(problems []Problem) {
-	current := make(map[string]bool, len(problems))
-	for _, p := range problems {
-		s := p.String()
-		current[s] = true
-		if !ig.logged[s] {
-			log.Warning(s)
-		}
-	}
-	ig.logged = current
-}
-
-func inNamespaces(entries []Entry, namespaces []string) []Entry {
-	if len(namespaces) == 0 {
-		return entries
-	}
-	out := entries[:0]
-	for _, e := range entries {
-		for _, ns := range namespaces {
-			if e.Namespace == ns {
-				out = append(out, e)
-				break
-			}
 		}
 	}
 	return out

@@ -1,8 +1,6 @@
 package istioglobal
 
 import (
-	"time"
-
 	"github.com/coredns/coredns/plugin"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
@@ -27,6 +25,18 @@ var (
 		Name:      "skipped",
 		Help:      "Entries, hosts and addresses left out of the served table, by kind and reason.",
 	}, []string{"kind", "reason"})
+	otherZones = promauto.NewGauge(prometheus.GaugeOpts{
+		Namespace: plugin.Namespace,
+		Subsystem: "istioglobal",
+		Name:      "other_zone_entries",
+		Help:      "ServiceEntries with no host in the served zones: read (their addresses are reserved), not served.",
+	})
+	capped = promauto.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: plugin.Namespace,
+		Subsystem: "istioglobal",
+		Name:      "capped",
+		Help:      "Names whose answer left out records to stay bounded, by record type (ptr, srv, txt).",
+	}, []string{"record"})
 	rebuildDuration = promauto.NewHistogram(prometheus.HistogramOpts{
 		Namespace: plugin.Namespace,
 		Subsystem: "istioglobal",
@@ -78,17 +88,22 @@ var (
 	})
 )
 
-// observe publishes what a newly stored table holds; a is nil when autoallocate is off.
-func observe(t *Table, took time.Duration, a *allocator) {
+// observe publishes what the served table holds, and the problems of its input; a is nil when
+// autoallocate is off.
+func observe(t *Table, problems []Problem, a *allocator) {
 	entriesServed.Set(float64(t.entries))
 	namesServed.Set(float64(t.hosts))
+	otherZones.Set(float64(t.other))
 	counts := make(map[[2]string]int)
-	for _, p := range t.problems {
+	for _, p := range problems {
 		counts[[2]string{p.Kind, p.Reason}]++
 	}
 	skipped.Reset() // reasons that are gone must not linger
 	for kr, n := range counts {
 		skipped.WithLabelValues(kr[0], kr[1]).Set(float64(n))
+	}
+	for _, record := range []string{"ptr", "srv", "txt"} {
+		capped.WithLabelValues(record).Set(float64(t.capped[record]))
 	}
 	if a != nil {
 		v4, v6 := a.capacity()
@@ -98,6 +113,4 @@ func observe(t *Table, took time.Duration, a *allocator) {
 			allocationFree.WithLabelValues(family).Set(float64(capacity - min(capacity, uint64(t.allocated[i]))))
 		}
 	}
-	rebuildDuration.Observe(took.Seconds())
-	lastUpdate.Set(float64(t.built.UnixNano()) / 1e9)
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/coredns/coredns/core/dnsserver"
 	"github.com/coredns/coredns/plugin"
 	clog "github.com/coredns/coredns/plugin/pkg/log"
+	"github.com/miekg/dns"
 	"k8s.io/apimachinery/pkg/util/validation"
 )
 
@@ -32,8 +33,10 @@ func setup(c *caddy.Controller) error {
 	if err != nil {
 		return plugin.Error("istioglobal", err)
 	}
+	ig.lineage = lineageKey(c.ServerBlockKeys, ig.Zones)
 	c.OnStartup(ig.start)
 	c.OnShutdown(ig.shutdown)
+	c.OnRestartFailed(ig.resume)
 	dnsserver.GetConfig(c).AddPlugin(func(next plugin.Handler) plugin.Handler {
 		ig.Next = next
 		return ig
@@ -53,6 +56,7 @@ func setup(c *caddy.Controller) error {
 //	    debug on | off
 //	    autoallocate CIDR... | off
 //	    allocations NAMESPACE/NAME [GRACE]
+//	    nameserver ADDRESS... | NAME
 //	}
 func parse(c *caddy.Controller) (*IstioGlobal, error) {
 	ig := newIstioGlobal()
@@ -60,6 +64,7 @@ func parse(c *caddy.Controller) (*IstioGlobal, error) {
 	var files []string
 	ranges, grace := defaultAllocateRanges, defaultGrace
 	var allocations *[2]string // namespace, name
+	var ns *nameServer
 	for i := 0; c.Next(); i++ {
 		if i > 0 {
 			return nil, plugin.ErrOnce
@@ -90,6 +95,9 @@ func parse(c *caddy.Controller) (*IstioGlobal, error) {
 			case "allocations":
 				allocations = new([2]string)
 				allocations[0], allocations[1], grace, err = parseAllocations(c.RemainingArgs())
+			case "nameserver":
+				ns = new(nameServer)
+				*ns, err = parseNameServer(c.RemainingArgs(), ig.Zones)
 			default:
 				return nil, c.Errf("unknown property %q", c.Val())
 			}
@@ -98,6 +106,15 @@ func parse(c *caddy.Controller) (*IstioGlobal, error) {
 			}
 		}
 	}
+	if ns == nil {
+		ns = new(nameServer)
+		*ns = defaultNameServer(ig.Zones, dnsserver.GetConfig(c).ListenHosts)
+		if len(ns.addrs) == 0 {
+			log.Warningf("nameserver not set and no bind address: %s, the zones' NS, has no address; "+
+				"give nameserver the addresses clients reach this server at, or a name that resolves elsewhere", ns.name)
+		}
+	}
+	ig.ns = *ns
 	if len(files) > 0 {
 		ig.sources = append(ig.sources, newFileSource(files))
 	}
@@ -225,4 +242,58 @@ func parseOnOff(args []string) (bool, error) {
 		return args[0] == "on", nil
 	}
 	return false, fmt.Errorf("needs on or off")
+}
+
+// parseNameServer reads `nameserver ADDRESS... | NAME`: the addresses that the zones' NS target
+// (ns.dns.ZONE) answers, or a name outside the zones that resolves elsewhere.
+func parseNameServer(args []string, zones []string) (nameServer, error) {
+	if len(args) == 0 {
+		return nameServer{}, fmt.Errorf("needs the addresses this server is reached at, or a name outside the zones")
+	}
+	if _, err := netip.ParseAddr(args[0]); err != nil && len(args) == 1 {
+		name := dns.Fqdn(strings.ToLower(args[0]))
+		if _, ok := dns.IsDomainName(name); !ok || strings.Contains(name, "*") {
+			return nameServer{}, fmt.Errorf("%q is neither an IP address nor a DNS name", args[0])
+		}
+		if plugin.Zones(zones).Matches(name) != "" {
+			return nameServer{}, fmt.Errorf("%q is inside the zones served here: give addresses instead, and the NS is ns.dns.ZONE", args[0])
+		}
+		return nameServer{name: name}, nil
+	}
+	ns := nameServer{name: defaultNameServer(zones, nil).name}
+	for _, arg := range args {
+		a, err := netip.ParseAddr(arg)
+		if err != nil || a.Zone() != "" || a.IsUnspecified() {
+			return nameServer{}, fmt.Errorf("%q is not an IP address", arg)
+		}
+		ns.addrs = append(ns.addrs, a.Unmap())
+	}
+	return ns, nil
+}
+
+// defaultNameServer is ns.dns. followed by the first zone that is not a reverse zone (as the
+// kubernetes plugin names its NS), answering the server's bind addresses if it has specific ones.
+func defaultNameServer(zones, listenHosts []string) nameServer {
+	if len(zones) == 0 {
+		return nameServer{name: "ns.dns."}
+	}
+	zone := zones[0]
+	for _, z := range zones {
+		if !dns.IsSubDomain("arpa.", z) {
+			zone = z
+			break
+		}
+	}
+	ns := nameServer{name: "ns.dns." + zone}
+	if zone == "." {
+		ns.name = "ns.dns."
+	}
+	for _, h := range listenHosts {
+		a, err := netip.ParseAddr(h)
+		if err != nil || a.IsUnspecified() {
+			return nameServer{name: ns.name}
+		}
+		ns.addrs = append(ns.addrs, a.Unmap().WithZone(""))
+	}
+	return ns
 }

@@ -1,8 +1,10 @@
 package istioglobal
 
 import (
+	"net/netip"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -223,6 +225,46 @@ func TestParse(t *testing.T) {
 			files ` + seFile + `
 			ttl 3601
 		}`, err: "from 0 to 3600"},
+		{input: `istioglobal global in-addr.arpa {
+			files ` + seFile + `
+			nameserver 10.96.0.53 FD00::53
+		}`, check: func(t *testing.T, ig *IstioGlobal) {
+			want := nameServer{name: "ns.dns.global.", addrs: []netip.Addr{netip.MustParseAddr("10.96.0.53"), netip.MustParseAddr("fd00::53")}}
+			if !reflect.DeepEqual(ig.ns, want) {
+				t.Errorf("nameserver %+v, want %+v", ig.ns, want)
+			}
+		}},
+		{input: `istioglobal in-addr.arpa mesh {
+			files ` + seFile + `
+			nameserver istiocoredns.istio-system.svc.cluster.local
+		}`, check: func(t *testing.T, ig *IstioGlobal) {
+			if ig.ns.name != "istiocoredns.istio-system.svc.cluster.local." || len(ig.ns.addrs) != 0 {
+				t.Errorf("nameserver %+v, want the name elsewhere, no addresses", ig.ns)
+			}
+		}},
+		{input: `istioglobal in-addr.arpa mesh {
+			files ` + seFile + `
+		}`, check: func(t *testing.T, ig *IstioGlobal) {
+			if ig.ns.name != "ns.dns.mesh." || len(ig.ns.addrs) != 0 {
+				t.Errorf("default nameserver %+v, want ns.dns. and the first forward zone", ig.ns)
+			}
+		}},
+		{input: `istioglobal {
+			files ` + seFile + `
+			nameserver
+		}`, err: "needs the addresses"},
+		{input: `istioglobal {
+			files ` + seFile + `
+			nameserver ns.x.global
+		}`, err: "inside the zones served here"},
+		{input: `istioglobal {
+			files ` + seFile + `
+			nameserver 10.0.0.1 nope
+		}`, err: `"nope" is not an IP address`},
+		{input: `istioglobal {
+			files ` + seFile + `
+			nameserver 0.0.0.0
+		}`, err: `"0.0.0.0" is not an IP address`},
 		{input: `istioglobal {
 			files ` + seFile + `
 			nonsense
@@ -280,4 +322,19 @@ func kubeOf(t *testing.T, ig *IstioGlobal) *kubeSource {
 	}
 	t.Fatal("no Kubernetes source")
 	return nil
+}
+
+func TestDefaultNameServerAnswersBindAddresses(t *testing.T) {
+	for _, tc := range []struct {
+		listen []string
+		want   []netip.Addr
+	}{
+		{[]string{""}, nil},
+		{[]string{"127.0.0.1", "::1"}, []netip.Addr{netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("::1")}},
+		{[]string{"127.0.0.1", "0.0.0.0"}, nil}, // one wildcard: no address all clients reach us at
+	} {
+		if got := defaultNameServer([]string{"global."}, tc.listen); got.name != "ns.dns.global." || !slices.Equal(got.addrs, tc.want) {
+			t.Errorf("bind %q: %+v, want ns.dns.global. with %v", tc.listen, got, tc.want)
+		}
+	}
 }

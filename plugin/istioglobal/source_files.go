@@ -10,12 +10,16 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/fsnotify/fsnotify"
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/yaml"
 )
+
+// fileSettleDelay is how long after a file event the files are read again.
+const fileSettleDelay = 50 * time.Millisecond
 
 // fileSource serves ServiceEntries from YAML or JSON files: multi-document files, and the
 // *.yaml, *.yml and *.json files of directories. Files are read when the table is built, and
@@ -49,19 +53,34 @@ func (f *fileSource) start(notify func()) error {
 	f.done = make(chan struct{})
 	go func() {
 		defer close(f.done)
+		// A save is several events (create, write, chmod, a ConfigMap volume's symlink swap):
+		// tell the builder a moment after the first, so that it reads the files once, whole.
+		settled := time.NewTimer(0)
+		<-settled.C
+		defer settled.Stop()
+		pending := false
+		changed := func() {
+			if !pending {
+				pending = true
+				settled.Reset(fileSettleDelay)
+			}
+		}
 		for {
 			select {
 			case _, ok := <-w.Events:
 				if !ok {
 					return
 				}
-				notify()
+				changed()
 			case err, ok := <-w.Errors:
 				if !ok {
 					return
 				}
 				log.Warningf("files: watch: %v", err)
-				notify() // an overflow may have hidden a change
+				changed() // an overflow may have hidden a change
+			case <-settled.C:
+				pending = false
+				notify()
 			}
 		}
 	}()

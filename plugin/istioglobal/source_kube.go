@@ -62,8 +62,19 @@ func (k *kubeSource) start(notify func()) error {
 	k.stopCh = make(chan struct{})
 	k.factories, k.listers, k.handlers = nil, nil, nil
 	onChange := cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(any) { notify() },
-		UpdateFunc: func(any, any) { notify() },
+		AddFunc: func(any) { notify() },
+		UpdateFunc: func(old, cur any) {
+			// Status conditions, resyncs and relists change nothing the table reads.
+			o, ok1 := old.(*networkingv1.ServiceEntry)
+			c, ok2 := cur.(*networkingv1.ServiceEntry)
+			if ok1 && ok2 {
+				oe, ce := entryFrom(o), entryFrom(c)
+				if oe.same(&ce) {
+					return
+				}
+			}
+			notify()
+		},
 		DeleteFunc: func(any) { notify() },
 	}
 	for _, ns := range namespaces {

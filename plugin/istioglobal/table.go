@@ -1,35 +1,61 @@
 package istioglobal
 
 import (
+	"cmp"
 	"fmt"
 	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/miekg/dns"
 )
 
-// maxAddressesPerHost bounds one host's A (and AAAA) RRset. Istio allows 256 addresses per
-// ServiceEntry; several entries for one host could otherwise build an answer that no longer
-// fits a 64 KiB TCP message.
-const maxAddressesPerHost = 256
+// What one answer may carry. Each bounds what an adversary who can write ServiceEntries can put
+// into one RRset, so that every answer packs within a 64 KiB TCP message, and what one name
+// costs to build, so that entries sharing an address or a host cost O(N), not O(N²). What is
+// left out is counted in coredns_istioglobal_capped and, in the TXT facts, said with "+N more".
+const (
+	// maxAddressesPerHost bounds one host's A (and AAAA) RRset. Istio allows 256 addresses per
+	// ServiceEntry; several entries for one host could otherwise build an answer that no longer
+	// fits a 64 KiB TCP message.
+	maxAddressesPerHost = 256
+	maxPTRPerAddress    = 32 // hosts named by one reverse name, oldest first
+	maxSRVPerName       = 32 // ports behind one _NAME._PROTO.HOST
+	maxFactsPerKind     = 32 // TXT strings of one kind (entries, addresses, ports, conflicts)
+)
 
 // Table is an immutable snapshot of every name the plugin serves. It is built once per change
 // by build and never modified after it is published, so readers need no lock.
 type Table struct {
 	names    map[string]*node // lower-case FQDN → node; holds hosts, wildcards, ENTs and apexes
 	zones    []*zone
-	built    time.Time
+	serial   uint32
 	problems []Problem
-	entries  int // ServiceEntries that contribute at least one name
-	hosts    int // names from ServiceEntries, wildcards included
+	entries  int            // ServiceEntries that contribute at least one name
+	hosts    int            // names from ServiceEntries, wildcards included
+	other    int            // ServiceEntries with no host in the zones: read, reserved, otherwise ignored
+	capped   map[string]int // record type → names whose RRset or facts lost records to a cap
 
 	reverse   bool        // a zone is under .arpa: addresses get PTR records
 	wants     []string    // hosts that need a VIP, oldest entry first: they declare no usable address
 	reserved  reservation // what no VIP may ever be
 	allocated [2]int      // hosts served an allocated IPv4, IPv6 VIP
+}
+
+// tableConfig is what build takes besides the entries: the plugin's configuration.
+type tableConfig struct {
+	zones []string // lower-case FQDNs
+	ttl   uint32
+	ns    nameServer
+	alloc allocFunc // nil: autoallocate off
+}
+
+// nameServer is the target of every zone's NS record and SOA MNAME. With addresses, it is a
+// name of ours and answers them (and rides along as glue); without, it resolves elsewhere.
+type nameServer struct {
+	name  string // FQDN
+	addrs []netip.Addr
 }
 
 // allocFunc gives VIPs to the hosts that want them (in priority order), never a reserved
@@ -44,7 +70,7 @@ const optOutLabel = "networking.istio.io/enable-autoallocate-ip"
 // served here (another zone, not exported, a range): none of them may become a VIP.
 type reservation struct {
 	addrs    map[netip.Addr]struct{}
-	prefixes []netip.Prefix
+	prefixes []netip.Prefix // once sealed: sorted and disjoint, so has is a binary search
 }
 
 func (r *reservation) add(values ...string) {
@@ -65,16 +91,34 @@ func (r *reservation) add(values ...string) {
 	}
 }
 
+// seal sorts the prefixes and drops those inside another: two prefixes either nest or are
+// disjoint, so what remains is a sorted list of disjoint ranges.
+func (r *reservation) seal() {
+	slices.SortFunc(r.prefixes, func(a, b netip.Prefix) int {
+		return cmp.Or(a.Addr().Compare(b.Addr()), cmp.Compare(a.Bits(), b.Bits()))
+	})
+	kept := r.prefixes[:0]
+	for _, p := range r.prefixes {
+		if len(kept) == 0 || !kept[len(kept)-1].Overlaps(p) {
+			kept = append(kept, p)
+		}
+	}
+	r.prefixes = kept
+}
+
+// has reports whether a is reserved; the reservation must be sealed.
 func (r *reservation) has(a netip.Addr) bool {
 	if _, ok := r.addrs[a]; ok {
 		return true
 	}
-	for _, p := range r.prefixes {
-		if p.Contains(a) {
-			return true
+	// The last range that starts at or before a is the only one that can hold it.
+	i, _ := slices.BinarySearchFunc(r.prefixes, a, func(p netip.Prefix, a netip.Addr) int {
+		if p.Addr().Compare(a) <= 0 {
+			return -1
 		}
-	}
-	return false
+		return 1
+	})
+	return i > 0 && r.prefixes[i-1].Contains(a)
 }
 
 // node is a name that exists in a zone. A node without records is an empty non-terminal, or
@@ -83,8 +127,8 @@ type node struct {
 	zone     *zone
 	a, aaaa  []dns.RR // prebuilt; the owner is rewritten to the question's spelling
 	srv      []dns.RR // at _PORT._tcp|_udp.HOST
-	extra    []dns.RR // the SRV targets' A and AAAA, for the additional section
-	ptr      []dns.RR // at the reverse name of an address: every host that holds it
+	extra    []dns.RR // the SRV targets' or NS target's A and AAAA, for the additional section
+	ptr      []dns.RR // at the reverse name of an address: the hosts that hold it
 	txt      []dns.RR // what served the name: entries, addresses and their origin, ports
 	wildcard *node    // the "*.<this name>" child, the source of synthesis below this name
 	pending  bool     // wants a VIP that is not known yet: SERVFAIL, not a negative answer
@@ -98,28 +142,30 @@ type zone struct {
 
 // hostData accumulates what all entries say about one host while building.
 type hostData struct {
-	name    string
-	zone    *zone
-	addrs   []netip.Addr
-	origin  map[netip.Addr]string // where each address came from: spec, status or allocated
-	ports   []Port                // the named ports of its entries, without duplicates
-	entries []string              // namespace/name of every entry that serves the host, oldest first
-	optOut  bool                  // an entry carries the opt-out label: never allocate
-	pending bool                  // wants a VIP that the allocator neither gave nor found no room for
+	name     string
+	zone     *zone
+	addrs    []netip.Addr
+	origin   map[netip.Addr]string // where each address came from: spec, status or allocated
+	ports    []Port                // the named ports of its entries, without duplicates
+	portSeen map[Port]bool
+	entries  []string // namespace/name of every entry that serves the host, oldest first
+	optOut   bool     // an entry carries the opt-out label: never allocate
+	pending  bool     // wants a VIP that the allocator neither gave nor found no room for
 }
 
-// build turns entries into a Table for zones (lower-case FQDNs). Hosts that declare no usable
-// address get the VIPs alloc gives them (none when alloc is nil). It is a pure function of its
+// build turns entries into a Table for the zones of c, whose SOA records carry serial. Hosts
+// that declare no usable address get the VIPs c.alloc gives them. It is a pure function of its
 // arguments: the same entries always give the same table, whichever source they came from.
-func build(entries []Entry, zoneNames []string, ttl uint32, now time.Time, alloc allocFunc) *Table {
-	t := &Table{names: make(map[string]*node), built: now}
-	for _, z := range zoneNames {
-		zn := newZone(z, ttl, now)
+func build(entries []Entry, c tableConfig, serial uint32) *Table {
+	t := &Table{names: make(map[string]*node), serial: serial}
+	for _, z := range c.zones {
+		zn := newZone(z, c.ttl, serial, c.ns.name)
 		zn.apex = &node{zone: zn}
 		t.reverse = t.reverse || dns.IsSubDomain("arpa.", z)
 		t.zones = append(t.zones, zn)
 		t.names[z] = zn.apex
 	}
+	t.addNameServer(c.ns, c.ttl)
 
 	sorted := slices.Clone(entries)
 	sortEntries(sorted)
@@ -132,12 +178,13 @@ func build(entries []Entry, zoneNames []string, ttl uint32, now time.Time, alloc
 		for _, sa := range e.StatusAddresses {
 			t.reserved.add(sa.Value)
 		}
-		if t.addEntry(e, hosts, &order) {
+		if t.addEntry(e, hosts, &order, c.ns.name) {
 			t.entries++
 		}
 	}
+	t.reserved.seal()
 
-	t.allocate(order, alloc)
+	t.allocate(order, c.alloc)
 	holders := make(map[netip.Addr][]string)
 	for _, h := range order {
 		for _, a := range h.addrs {
@@ -145,49 +192,97 @@ func build(entries []Entry, zoneNames []string, ttl uint32, now time.Time, alloc
 		}
 	}
 	for _, h := range order {
-		t.addHost(h, ttl, holders)
+		t.addHost(h, c.ttl, holders)
 	}
 	t.hosts = len(order)
 	return t
 }
 
-// addEntry validates one entry and merges its hosts and addresses into hosts. It reports
-// whether the entry contributes at least one name.
-func (t *Table) addEntry(e *Entry, hosts map[string]*hostData, order *[]*hostData) bool {
-	key := e.key()
-	if !e.exported() {
-		t.problem(kindEntry, reasonNotExported, key, fmt.Sprintf("exportTo %q", e.ExportTo))
-		return false
+// addNameServer creates the NS target's node with its addresses, when it is a name of ours,
+// and gives every apex its glue. Without addresses the name still exists (NODATA).
+func (t *Table) addNameServer(ns nameServer, ttl uint32) {
+	z := t.zoneOf(ns.name)
+	if z == nil {
+		return
 	}
-	if len(e.Hosts) == 0 {
-		t.problem(kindEntry, reasonNoHosts, key, "spec.hosts (empty)")
-		return false
+	n := t.ensure(ns.name, z)
+	for _, a := range ns.addrs {
+		if a.Is4() {
+			n.a = append(n.a, &dns.A{Hdr: header(ns.name, dns.TypeA, ttl), A: a.AsSlice()})
+		} else {
+			n.aaaa = append(n.aaaa, &dns.AAAA{Hdr: header(ns.name, dns.TypeAAAA, ttl), AAAA: a.AsSlice()})
+		}
 	}
+	if glue := slices.Concat(n.a, n.aaaa); len(glue) > 0 {
+		for _, zn := range t.zones {
+			zn.apex.extra = glue
+		}
+	}
+}
 
-	specAddrs := t.parseAddresses(key, "spec.addresses", e.Addresses)
-	served := false
+// ourHosts returns the entry's hosts that lie in the zones, canonical. An entry with a host in
+// the zones is ours to judge: a problem is recorded for each of its hosts that cannot be served
+// (invalid names too, whatever zone they meant). Valid hosts of other zones, such as an external
+// API, are simply not ours; an entry with nothing else is not ours at all (claimed is false).
+func (t *Table) ourHosts(e *Entry, key, nsName string) (names []string, claimed bool) {
+	var invalid []Problem
 	for _, raw := range e.Hosts {
 		name, err := canonicalHost(raw)
 		if err != nil {
-			t.problem(kindHost, reasonInvalidHost, key, fmt.Sprintf("%q: %v", raw, err))
+			p := Problem{Kind: kindHost, Reason: reasonInvalidHost, Entry: key, Detail: fmt.Sprintf("%q: %v", raw, err)}
+			invalid = append(invalid, p)
+			claimed = claimed || t.zoneOf(strings.ToLower(strings.TrimSuffix(raw, "."))+".") != nil
 			continue
 		}
 		z := t.zoneOf(name)
 		if z == nil {
-			continue // another zone's host, such as an external API: not ours to answer
-		}
-		if name == z.name {
-			t.problem(kindHost, reasonInvalidHost, key, fmt.Sprintf("%q: is the zone apex", raw))
 			continue
 		}
+		claimed = true
+		switch name {
+		case z.name:
+			t.problem(kindHost, reasonInvalidHost, key, fmt.Sprintf("%q: is the zone apex", raw))
+		case nsName:
+			t.problem(kindHost, reasonInvalidHost, key, fmt.Sprintf("%q: is the zones' name server", raw))
+		default:
+			names = append(names, name)
+		}
+	}
+	if claimed {
+		t.problems = append(t.problems, invalid...)
+	}
+	return names, claimed
+}
+
+// addEntry validates one entry and merges its hosts and addresses into hosts. It reports
+// whether the entry contributes at least one name. An entry with no host in the zones costs
+// only its reading: no problem is recorded for it, it is merely counted.
+func (t *Table) addEntry(e *Entry, hosts map[string]*hostData, order *[]*hostData, nsName string) bool {
+	key := e.key()
+	if len(e.Hosts) == 0 {
+		t.problem(kindEntry, reasonNoHosts, key, "spec.hosts (empty)")
+		return false
+	}
+	names, claimed := t.ourHosts(e, key, nsName)
+	if !claimed {
+		t.other++
+		return false
+	}
+	if !e.exported() {
+		t.problem(kindEntry, reasonNotExported, key, fmt.Sprintf("exportTo %q", e.ExportTo))
+		return false
+	}
+
+	specAddrs := t.parseAddresses(key, "spec.addresses", e.Addresses)
+	for _, name := range names {
 		h := hosts[name]
 		if h == nil {
-			h = &hostData{name: name, zone: z, origin: make(map[netip.Addr]string)}
+			h = &hostData{name: name, zone: t.zoneOf(name), origin: make(map[netip.Addr]string)}
 			hosts[name] = h
 			*order = append(*order, h)
 		}
-		served = true
-		if !slices.Contains(h.entries, key) {
+		// Entries arrive one after the other: only the last can be this one (a host listed twice).
+		if len(h.entries) == 0 || h.entries[len(h.entries)-1] != key {
 			h.entries = append(h.entries, key)
 		}
 		h.optOut = h.optOut || e.Labels[optOutLabel] == "false"
@@ -200,12 +295,24 @@ func (t *Table) addEntry(e *Entry, hosts map[string]*hostData, order *[]*hostDat
 			h.add(a, origin)
 		}
 		for _, p := range e.Ports {
-			if p.Name != "" && !slices.Contains(h.ports, p) {
-				h.ports = append(h.ports, p)
-			}
+			h.addPort(p)
 		}
 	}
-	return served
+	return len(names) > 0
+}
+
+// addPort adds a named port once, in the order the entries declare them.
+func (h *hostData) addPort(p Port) {
+	if p.Name == "" {
+		return
+	}
+	if h.portSeen == nil {
+		h.portSeen = make(map[Port]bool)
+	}
+	if !h.portSeen[p] {
+		h.portSeen[p] = true
+		h.ports = append(h.ports, p)
+	}
 }
 
 // allocate adds VIPs to the hosts that declare no usable address, are no wildcard and have not
@@ -222,12 +329,16 @@ func (t *Table) allocate(order []*hostData, alloc allocFunc) {
 		return
 	}
 	vips, exhausted := alloc(t.wants, t.reserved.has)
+	full := make(map[string]bool, len(exhausted))
+	for _, name := range exhausted {
+		full[name] = true
+	}
 	for _, name := range t.wants {
 		v, ok := vips[name]
 		h := byName[name]
 		// Persisted VIPs appear once the leader has written them: until then the answer is
 		// unknown, and a negative one would be cached.
-		h.pending = !ok && !slices.Contains(exhausted, name)
+		h.pending = !ok && !full[name]
 		for i, a := range []netip.Addr{v.V4, v.V6} {
 			if a.IsValid() {
 				h.add(a, "allocated")
@@ -277,7 +388,7 @@ func (h *hostData) add(a netip.Addr, origin string) {
 
 // addHost creates the node for a host, its ancestors up to the apex as empty non-terminals,
 // and, for a wildcard, the link from its parent that lookups synthesize from; then its SRV,
-// PTR and TXT records. holders are the hosts that hold each address.
+// PTR and TXT records. holders are the hosts that hold each address, oldest first.
 func (t *Table) addHost(h *hostData, ttl uint32, holders map[netip.Addr][]string) {
 	n := t.ensure(h.name, h.zone)
 	n.pending = h.pending
@@ -303,10 +414,14 @@ func (t *Table) addHost(h *hostData, ttl uint32, holders map[netip.Addr][]string
 	} else {
 		t.addSRV(h, n, ttl)
 		if t.reverse {
-			t.addPTR(h, ttl)
+			t.addPTR(h, ttl, holders)
 		}
 	}
-	n.txt = []dns.RR{&dns.TXT{Hdr: header(h.name, dns.TypeTXT, ttl), Txt: facts(h, holders)}}
+	txt, capped := facts(h, holders)
+	if capped {
+		t.cap("txt")
+	}
+	n.txt = []dns.RR{&dns.TXT{Hdr: header(h.name, dns.TypeTXT, ttl), Txt: txt}}
 }
 
 // addSRV adds _NAME._tcp.HOST (or _udp) for each named port, pointing at the host, whose
@@ -316,6 +431,7 @@ func (t *Table) addSRV(h *hostData, n *node, ttl uint32) {
 		return
 	}
 	extra := slices.Concat(n.a, n.aaaa)
+	var cappedNames map[string]bool
 	for _, p := range h.ports {
 		label := "_" + strings.ToLower(p.Name)
 		if checkLabel(label) != nil || p.Number == 0 || p.Number > 65535 {
@@ -326,52 +442,115 @@ func (t *Table) addSRV(h *hostData, n *node, ttl uint32) {
 			proto = "._udp."
 		}
 		name := label + proto + h.name
+		if _, ok := dns.IsDomainName(name); !ok {
+			t.problem(kindPort, reasonInvalidHost, strings.Join(h.entries, ","),
+				fmt.Sprintf("SRV name for port %s of %s: longer than a DNS name can be", p.Name, h.name))
+			continue
+		}
 		sn := t.ensure(name, h.zone)
+		if len(sn.srv) == maxSRVPerName {
+			// One host makes all of its SRV names, here: count each capped name once.
+			if !cappedNames[name] {
+				if cappedNames == nil {
+					cappedNames = make(map[string]bool)
+				}
+				cappedNames[name] = true
+				t.cap("srv")
+			}
+			continue
+		}
 		sn.srv = append(sn.srv, &dns.SRV{Hdr: header(name, dns.TypeSRV, ttl), Priority: 0, Weight: 100, Port: uint16(p.Number), Target: h.name})
 		sn.extra = extra
 	}
 }
 
 // addPTR adds the reverse name of each of the host's addresses that lies in one of the zones.
-func (t *Table) addPTR(h *hostData, ttl uint32) {
+// Hosts are added oldest first; the first maxPTRPerAddress holders of an address are named.
+func (t *Table) addPTR(h *hostData, ttl uint32, holders map[netip.Addr][]string) {
 	for _, a := range h.addrs {
 		rev, err := dns.ReverseAddr(a.String())
 		if err != nil {
 			continue
 		}
-		if z := t.zoneOf(rev); z != nil {
-			pn := t.ensure(rev, z)
-			pn.ptr = append(pn.ptr, &dns.PTR{Hdr: header(rev, dns.TypePTR, ttl), Ptr: h.name})
+		z := t.zoneOf(rev)
+		if z == nil {
+			continue
 		}
+		pn := t.ensure(rev, z)
+		if len(pn.ptr) == maxPTRPerAddress {
+			if hs := holders[a]; hs[len(hs)-1] == h.name { // count each capped name once
+				t.cap("ptr")
+			}
+			continue
+		}
+		pn.ptr = append(pn.ptr, &dns.PTR{Hdr: header(rev, dns.TypePTR, ttl), Ptr: h.name})
 	}
 }
 
+func (t *Table) cap(record string) {
+	if t.capped == nil {
+		t.capped = make(map[string]int)
+	}
+	t.capped[record]++
+}
+
 // facts are the TXT strings that tell who serves a name, one fact a string: the entries, each
-// address and where it came from, the ports, and addresses another host holds too.
-func facts(h *hostData, holders map[netip.Addr][]string) []string {
-	var out []string
-	for _, e := range h.entries {
-		out = append(out, "serviceentry="+e)
-	}
+// address and where it came from, the ports, and addresses another host holds too. Each kind
+// lists at most maxFactsPerKind, then "KIND=+N more"; capped reports whether any did.
+func facts(h *hostData, holders map[netip.Addr][]string) (out []string, capped bool) {
+	var f factList
+	f.kind("serviceentry", len(h.entries), func(i int) string { return h.entries[i] })
+	f.kind("address", len(h.addrs), func(i int) string { return h.addrs[i].String() + " (" + h.origin[h.addrs[i]] + ")" })
+	f.kind("port", len(h.ports), func(i int) string {
+		p := h.ports[i]
+		return p.Name + "/" + strconv.FormatUint(uint64(p.Number), 10) + "/" + strings.ToUpper(p.Protocol)
+	})
+	// Conflicts: for each address, the other hosts holding it, in holder order. Only the
+	// first few of each address are looked at, whatever the number of holders.
+	listed, total := 0, 0
 	for _, a := range h.addrs {
-		out = append(out, "address="+a.String()+" ("+h.origin[a]+")")
-	}
-	for _, p := range h.ports {
-		out = append(out, "port="+p.Name+"/"+strconv.FormatUint(uint64(p.Number), 10)+"/"+strings.ToUpper(p.Protocol))
-	}
-	for _, a := range h.addrs {
-		for _, other := range holders[a] {
+		others := holders[a]
+		total += len(others) - 1
+		for _, other := range others {
+			if listed == maxFactsPerKind {
+				break
+			}
 			if other != h.name {
-				out = append(out, "conflict="+a.String()+" also "+strings.TrimSuffix(other, "."))
+				f.add("conflict=" + a.String() + " also " + strings.TrimSuffix(other, "."))
+				listed++
 			}
 		}
 	}
-	for i, s := range out {
-		if len(s) > 255 { // the most one TXT string holds
-			out[i] = s[:255]
-		}
+	f.more("conflict", total-listed)
+	return f.out, f.capped
+}
+
+// factList collects TXT strings, each at most the 255 octets one string holds.
+type factList struct {
+	out    []string
+	capped bool
+}
+
+func (f *factList) add(s string) {
+	if len(s) > 255 {
+		s = s[:255]
 	}
-	return out
+	f.out = append(f.out, s)
+}
+
+// kind adds "KIND=VALUE" for the first maxFactsPerKind of n values, then how many more exist.
+func (f *factList) kind(kind string, n int, value func(int) string) {
+	for i := range min(n, maxFactsPerKind) {
+		f.add(kind + "=" + value(i))
+	}
+	f.more(kind, n-maxFactsPerKind)
+}
+
+func (f *factList) more(kind string, n int) {
+	if n > 0 {
+		f.add(kind + "=+" + strconv.Itoa(n) + " more")
+		f.capped = true
+	}
 }
 
 // ensure returns the node for name, creating it and every missing ancestor below the apex.
@@ -422,15 +601,14 @@ func (t *Table) lookup(qname []byte) (n *node, z *zone, exact bool) {
 	return nil, nil, false
 }
 
-func newZone(name string, ttl uint32, now time.Time) *zone {
-	ns := dnsName(name)
+func newZone(name string, ttl, serial uint32, ns string) *zone {
 	return &zone{
 		name: name,
 		soa: []dns.RR{&dns.SOA{
 			Hdr:     header(name, dns.TypeSOA, ttl),
 			Ns:      ns,
 			Mbox:    dns.Fqdn("hostmaster." + strings.TrimSuffix(name, ".")),
-			Serial:  uint32(now.Unix()),
+			Serial:  serial,
 			Refresh: 7200,
 			Retry:   1800,
 			Expire:  86400,
@@ -438,14 +616,6 @@ func newZone(name string, ttl uint32, now time.Time) *zone {
 		}},
 		ns: []dns.RR{&dns.NS{Hdr: header(name, dns.TypeNS, ttl), Ns: ns}},
 	}
-}
-
-// dnsName is the name server the zone's SOA and NS records name, as the kubernetes plugin does.
-func dnsName(zone string) string {
-	if zone == "." {
-		return "ns.dns."
-	}
-	return "ns.dns." + zone
 }
 
 func header(name string, rrtype uint16, ttl uint32) dns.RR_Header {

@@ -41,6 +41,11 @@ var seeds = []Entry{
 	se("foo", "api", 7, hosts("api.example.com", "api.partner.global"), "240.0.0.13"),
 }
 
+// buildAt builds the table the tests query: serial epoch, the default name server of zones.
+func buildAt(entries []Entry, zones []string, ttl uint32, alloc allocFunc) *Table {
+	return build(entries, tableConfig{zones: zones, ttl: ttl, ns: defaultNameServer(zones, nil), alloc: alloc}, uint32(epoch.Unix()))
+}
+
 func newTestPlugin(entries []Entry, zones ...string) *IstioGlobal {
 	if len(zones) == 0 {
 		zones = []string{"global."}
@@ -48,7 +53,7 @@ func newTestPlugin(entries []Entry, zones ...string) *IstioGlobal {
 	ig := newIstioGlobal()
 	ig.Zones = zones
 	ig.Next = test.NextHandler(dns.RcodeRefused, nil)
-	ig.table.Store(build(entries, zones, ig.ttl, epoch, nil))
+	ig.table.Store(buildAt(entries, zones, ig.ttl, nil))
 	return ig
 }
 
@@ -146,7 +151,7 @@ func TestTTL(t *testing.T) {
 	ig := newIstioGlobal()
 	ig.ttl = 5
 	ig.Zones = []string{"global."}
-	ig.table.Store(build(seeds, ig.Zones, ig.ttl, epoch, nil))
+	ig.table.Store(buildAt(seeds, ig.Zones, ig.ttl, nil))
 	soa5 := test.SOA(fmt.Sprintf("global. 5 IN SOA ns.dns.global. hostmaster.global. %d 7200 1800 86400 5", epoch.Unix()))
 	runCases(t, ig, []test.Case{
 		{Qname: "httpbin.bar.global.", Qtype: dns.TypeA, Answer: []dns.RR{test.A("httpbin.bar.global. 5 IN A 127.255.0.2")}},
@@ -290,7 +295,7 @@ func TestServfailBeforeSync(t *testing.T) {
 	if rcode != dns.RcodeRefused {
 		t.Errorf("outside the zone before sync: rcode %s, want the next plugin's", dns.RcodeToString[rcode])
 	}
-	ig.table.Store(build(nil, ig.Zones, ig.ttl, epoch, nil))
+	ig.table.Store(buildAt(nil, ig.Zones, ig.ttl, nil))
 	if !ig.Ready() {
 		t.Error("not ready after a table was stored")
 	}
@@ -300,8 +305,8 @@ func TestSeveralZones(t *testing.T) {
 	ig := newTestPlugin([]Entry{
 		se("foo", "a", 0, hosts("a.global", "a.mesh", "x.sub.global"), "240.0.0.1"),
 	}, "global.", "mesh.", "sub.global.")
-	meshSOA := test.SOA(fmt.Sprintf("mesh. 30 IN SOA ns.dns.mesh. hostmaster.mesh. %d 7200 1800 86400 30", epoch.Unix()))
-	subSOA := test.SOA(fmt.Sprintf("sub.global. 30 IN SOA ns.dns.sub.global. hostmaster.sub.global. %d 7200 1800 86400 30", epoch.Unix()))
+	meshSOA := test.SOA(fmt.Sprintf("mesh. 30 IN SOA ns.dns.global. hostmaster.mesh. %d 7200 1800 86400 30", epoch.Unix()))
+	subSOA := test.SOA(fmt.Sprintf("sub.global. 30 IN SOA ns.dns.global. hostmaster.sub.global. %d 7200 1800 86400 30", epoch.Unix()))
 	runCases(t, ig, []test.Case{
 		{Qname: "a.mesh.", Qtype: dns.TypeA, Answer: []dns.RR{test.A("a.mesh. 30 IN A 240.0.0.1")}},
 		{Qname: "b.mesh.", Qtype: dns.TypeA, Rcode: dns.RcodeNameError, Ns: []dns.RR{meshSOA}},
