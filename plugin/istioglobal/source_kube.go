@@ -1,7 +1,9 @@
 package istioglobal
 
 import (
+	"context"
 	"fmt"
+	"time"
 
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 	"istio.io/client-go/pkg/clientset/versioned"
@@ -9,6 +11,8 @@ import (
 	listersv1 "istio.io/client-go/pkg/listers/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/clientcmd"
@@ -80,13 +84,15 @@ func (k *kubeSource) start(notify func()) error {
 	for _, ns := range namespaces {
 		f := externalversions.NewSharedInformerFactoryWithOptions(client, 0,
 			externalversions.WithNamespace(ns), externalversions.WithTransform(slim))
-		informer := f.Networking().V1().ServiceEntries()
-		reg, err := informer.Informer().AddEventHandler(onChange)
+		informer := f.InformerFor(&networkingv1.ServiceEntry{}, func(client versioned.Interface, resync time.Duration) cache.SharedIndexInformer {
+			return serviceEntryInformer(client, ns, resync)
+		})
+		reg, err := informer.AddEventHandler(onChange)
 		if err != nil {
 			return err
 		}
 		k.factories = append(k.factories, f)
-		k.listers = append(k.listers, informer.Lister())
+		k.listers = append(k.listers, listersv1.NewServiceEntryLister(informer.GetIndexer()))
 		k.handlers = append(k.handlers, reg)
 		f.Start(k.stopCh)
 	}
@@ -96,6 +102,19 @@ func (k *kubeSource) start(notify func()) error {
 		}
 	}()
 	return nil
+}
+
+// serviceEntryInformer is the generated ServiceEntry informer with requests that end when the
+// informer stops: the generated one lists and watches with context.TODO(), so that stopping it
+// (a reload, a shutdown) waits for an API server that does not answer.
+func serviceEntryInformer(client versioned.Interface, namespace string, resync time.Duration) cache.SharedIndexInformer {
+	ses := client.NetworkingV1().ServiceEntries(namespace)
+	return cache.NewSharedIndexInformer(&cache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) { return ses.List(ctx, o) },
+		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+			return ses.Watch(ctx, o)
+		},
+	}, &networkingv1.ServiceEntry{}, resync, cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc})
 }
 
 func (k *kubeSource) stop() {

@@ -1,0 +1,137 @@
+package test
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// bulkName and bulkAddr are the host and address of the i-th ServiceEntry of a bulk load.
+func bulkName(prefix string, i int) string { return fmt.Sprintf("%s%d.ns%d.global", prefix, i, i%100) }
+
+func bulkAddr(i int) string {
+	return netip.AddrFrom4([4]byte{240, byte(i >> 16), byte(i >> 8), byte(i)}).String()
+}
+
+// createServiceEntries creates n ServiceEntries in namespace through the API, 32 at a time,
+// each with one host (bulkName) and one address (bulkAddr) and the guides' port and endpoint.
+// They are deleted, as a collection, when the test ends.
+func createServiceEntries(t testing.TB, namespace, prefix string, n int) {
+	t.Helper()
+	createNamespace(t, namespace)
+	client := istioClient.NetworkingV1().ServiceEntries(namespace)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		if err := client.DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{}); err != nil {
+			t.Errorf("deleting the ServiceEntries of %s: %v", namespace, err)
+		}
+	})
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	errs := make(chan error, 32)
+	for range 32 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := int(next.Add(1) - 1); i < n; i = int(next.Add(1) - 1) {
+				se := serviceEntryV1(namespace, fmt.Sprintf("%s%d", prefix, i), []string{bulkName(prefix, i)}, bulkAddr(i))
+				ctx, cancel := context.WithTimeout(context.Background(), apiTimeout)
+				_, err := client.Create(ctx, se, metav1.CreateOptions{})
+				cancel()
+				if err != nil {
+					errs <- fmt.Errorf("creating %s: %w", se.Name, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+}
+
+// bulkEntriesYAML is the same load as one multi-document YAML file, for the files source.
+func bulkEntriesYAML(namespace, prefix string, n int) string {
+	var b strings.Builder
+	for i := range n {
+		fmt.Fprintf(&b, `---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: %s%d, namespace: %s}
+spec:
+  hosts: [%s]
+  addresses: [%s]
+  location: MESH_INTERNAL
+  resolution: DNS
+  ports: [{name: http1, number: 8000, protocol: http}]
+  endpoints: [{address: 127.0.0.12, ports: {http1: 15443}}]
+`, prefix, i, namespace, bulkName(prefix, i), bulkAddr(i))
+	}
+	return b.String()
+}
+
+// loadResult counts the replies of a query load.
+type loadResult struct {
+	sent, servfail, wrong, failed atomic.Int64
+	firstWrong                    atomic.Pointer[string]
+}
+
+func (r *loadResult) String() string {
+	return fmt.Sprintf("%d queries: %d SERVFAIL, %d wrong answers, %d without a reply", r.sent.Load(), r.servfail.Load(), r.wrong.Load(), r.failed.Load())
+}
+
+// queryLoad sends A queries for bulkName(prefix, i), i < n, to addr at about qps (over UDP, from
+// 8 clients) until the returned stop is called, checking every answer against bulkAddr(i).
+func queryLoad(t testing.TB, addr, prefix string, n, qps int) (stop func() *loadResult) {
+	t.Helper()
+	res := &loadResult{}
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	const clients = 8
+	for w := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c := &dns.Client{Net: "udp", Timeout: time.Second}
+			tick := time.NewTicker(time.Second * clients / time.Duration(qps))
+			defer tick.Stop()
+			for i := w; ; i += clients {
+				select {
+				case <-done:
+					return
+				case <-tick.C:
+				}
+				k := i % n
+				m := new(dns.Msg).SetQuestion(dns.Fqdn(bulkName(prefix, k)), dns.TypeA)
+				res.sent.Add(1)
+				r, _, err := c.Exchange(m, addr)
+				switch {
+				case err != nil:
+					res.failed.Add(1)
+				case r.Rcode == dns.RcodeServerFailure:
+					res.servfail.Add(1)
+				case r.Rcode != dns.RcodeSuccess || len(r.Answer) != 1 || r.Answer[0].(*dns.A).A.String() != bulkAddr(k):
+					res.wrong.Add(1)
+					s := r.String()
+					res.firstWrong.CompareAndSwap(nil, &s)
+				}
+			}
+		}()
+	}
+	return func() *loadResult {
+		close(done)
+		wg.Wait()
+		return res
+	}
+}
