@@ -250,6 +250,11 @@ func TestBadServiceEntriesAreSkipped(t *testing.T) {
 	createNamespace(t, "bad")
 	applyServiceEntry(t, serviceEntryV1("bad", "garbage", []string{"garbage.bad.global"}, "999.1.1.1", "hello", "240.0.3.1"))
 	applyServiceEntry(t, serviceEntryV1("bad", "good", []string{"good.bad.global"}, "240.0.3.2"))
+	// An egress entry of another zone is not ours to judge, whatever it holds: not logged, not
+	// counted as skipped, only counted apart.
+	egress := serviceEntryV1("bad", "egress", []string{"api.example.com"}, "10.0.0.0/8", "hello")
+	egress.Spec.Resolution, egress.Spec.Endpoints = networking.ServiceEntry_NONE, nil
+	applyServiceEntry(t, egress)
 	c := startIstioGlobal(t, "bad")
 	if got := aValues(t, c, "garbage.bad.global"); got != "240.0.3.1" {
 		t.Errorf("garbage.bad.global: %s, want its one usable address", got)
@@ -265,8 +270,16 @@ func TestBadServiceEntriesAreSkipped(t *testing.T) {
 	if n := strings.Count(c.output(), `ServiceEntry bad/garbage: address skipped (invalid): spec.addresses "999.1.1.1"`); n != 1 {
 		t.Errorf("the bad address was logged %d times, want once:\n%s", n, c.output())
 	}
-	if m := c.metrics(t); !strings.Contains(m, `coredns_istioglobal_skipped{kind="address",reason="invalid"} 2`+"\n") {
+	m := c.metrics(t)
+	if !strings.Contains(m, `coredns_istioglobal_skipped{kind="address",reason="invalid"} 2`+"\n") ||
+		strings.Contains(m, `reason="cidr"`) {
 		t.Errorf("skipped metric:\n%s", grepLines(m, "coredns_istioglobal_skipped"))
+	}
+	if !strings.Contains(m, "coredns_istioglobal_other_zone_entries 1\n") {
+		t.Errorf("other zones' entries:\n%s", grepLines(m, "coredns_istioglobal_other_zone_entries"))
+	}
+	if strings.Contains(c.output(), "bad/egress") {
+		t.Errorf("the egress entry was logged:\n%s", c.output())
 	}
 }
 
