@@ -65,9 +65,7 @@ func (ig *IstioGlobal) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dn
 		return plugin.NextOrFailure(ig.Name(), ig.Next, ctx, w, r)
 	}
 	q := r.Question[0]
-	var buf [nameBufSize]byte
-	qname, folded := lower(&buf, q.Name)
-	zi := matchZone(ig.Zones, qname)
+	zi := matchZone(ig.Zones, q.Name)
 	if zi < 0 || q.Qclass != dns.ClassINET {
 		return plugin.NextOrFailure(ig.Name(), ig.Next, ctx, w, r)
 	}
@@ -85,8 +83,12 @@ func (ig *IstioGlobal) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dn
 		return dns.RcodeServerFailure, nil
 	}
 
+	// The lower-cased name lives in the reply, not on the stack: the write below runs on top of
+	// this frame, and a frame that pushes the goroutine past its first 8 KiB of stack costs a
+	// stack copy per query (a quarter of the server's throughput behind a few other plugins).
 	rp := new(reply)
 	rp.setReply(r)
+	qname, folded := lower(&rp.name, q.Name)
 	n, z, exact := t.lookup(qname)
 	if n == nil {
 		if ig.Fall.Through(q.Name) {
@@ -165,6 +167,7 @@ type reply struct {
 	msg      dns.Msg
 	question [1]dns.Question
 	section  [1]dns.RR
+	name     [nameBufSize]byte // the question's name, lower-cased
 }
 
 // setReply is dns.Msg.SetReply without the allocation of a question slice.

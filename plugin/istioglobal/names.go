@@ -22,7 +22,7 @@ func lower(buf *[nameBufSize]byte, name string) (b []byte, folded bool) {
 }
 
 // matchZone returns the index of the most specific of zones that contains qname, or -1.
-func matchZone(zones []string, qname []byte) int {
+func matchZone(zones []string, qname string) int {
 	best := -1
 	for i, z := range zones {
 		if inZone(qname, z) && (best < 0 || len(z) > len(zones[best])) {
@@ -32,16 +32,31 @@ func matchZone(zones []string, qname []byte) int {
 	return best
 }
 
-// inZone reports whether qname (lower case) is zone or below it, on label boundaries.
-func inZone(qname []byte, zone string) bool {
+// inZone reports whether qname is zone (lower case) or below it, on label boundaries,
+// comparing ASCII letters without case.
+func inZone(qname, zone string) bool {
 	if zone == "." {
 		return true
 	}
-	if len(qname) < len(zone) || string(qname[len(qname)-len(zone):]) != zone {
+	if len(qname) < len(zone) || !equalFold(qname[len(qname)-len(zone):], zone) {
 		return false
 	}
 	rest := qname[:len(qname)-len(zone)]
 	return len(rest) == 0 || rest[len(rest)-1] == '.' && !escaped(rest, len(rest)-1)
+}
+
+// equalFold reports whether s equals lower (lower case) but for the case of ASCII letters.
+func equalFold(s, lower string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if c != lower[i] {
+			return false
+		}
+	}
+	return true
 }
 
 // nextLabel returns the offset of the label after the one at off in a presentation-format
@@ -62,7 +77,7 @@ func nextLabel(name []byte, off int) (int, bool) {
 }
 
 // escaped reports whether the byte at i is preceded by an odd number of backslashes.
-func escaped(name []byte, i int) bool {
+func escaped[T string | []byte](name T, i int) bool {
 	n := 0
 	for j := i - 1; j >= 0 && name[j] == '\\'; j-- {
 		n++
