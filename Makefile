@@ -6,7 +6,7 @@ BIN     ?= bin/coredns-istio
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X github.com/coredns/coredns/coremain.GitCommit=$(VERSION)
 
-.PHONY: all build run test unit e2e bench lint deps controlplane image clean
+.PHONY: all build run test unit e2e bench bench-server lint deps controlplane image clean
 
 all: build
 
@@ -37,6 +37,11 @@ controlplane:
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./plugin/istioglobal/
+
+# The real server under dnsperf beside whoami, in deploy/'s shape (one CPU): several minutes.
+bench-server: deps
+	COREDNS_ISTIO_CONTROLPLANE="$$(test/tools/controlplane.sh)" \
+		$(GO) test -run '^$$' -bench ServerQPS -benchtime 1x -timeout 30m -v ./test/
 
 lint:
 	@out="$$(gofmt -l $$(git ls-files '*.go'))"; \

@@ -396,7 +396,7 @@ func (id *identity) updateConfigMap(ctx context.Context, namespace, name string)
 //   - health's lameduck is dropped (it only delays the stop at cleanup);
 //   - plugins that would reach outside 127.0.0.0/8 (forward, kubernetes...) are refused: the
 //     test fails, naming them, rather than sending anything off the host.
-func deployCorefile(t *testing.T, corefile, saKubeconfig string) string {
+func deployCorefile(t testing.TB, corefile, saKubeconfig string) string {
 	t.Helper()
 	if strings.Contains(corefile, "{{") || strings.Contains(saKubeconfig, "{{") {
 		t.Fatalf("Corefile or kubeconfig path holds {{, which the template cannot take:\n%s", corefile)

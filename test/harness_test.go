@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -53,6 +54,13 @@ type coreDNS struct {
 // when the test ends, and its output logged if the test failed.
 func startCoreDNS(t testing.TB, corefile string) *coreDNS {
 	t.Helper()
+	return startCoreDNSUnder(t, corefile)
+}
+
+// startCoreDNSUnder is startCoreDNS with the binary run under a command prefix, such as
+// `taskset -c 1 env GOMAXPROCS=1` for the shape of a pod limited to one CPU.
+func startCoreDNSUnder(t testing.TB, corefile string, prefix ...string) *coreDNS {
+	t.Helper()
 	c := &coreDNS{Kubeconfig: kubeconfig, Dir: t.TempDir()}
 	for _, p := range []*int{&c.Port, &c.ReadyPort, &c.HealthPort, &c.MetricsPort} {
 		*p = port(t)
@@ -72,7 +80,8 @@ func startCoreDNS(t testing.TB, corefile string) *coreDNS {
 		t.Fatal(err)
 	}
 
-	c.proc, err = startProcess("coredns-istio", &c.out, c.Dir, corednsBinary, "-conf", path)
+	argv := append(slices.Clone(prefix), corednsBinary, "-conf", path)
+	c.proc, err = startProcess("coredns-istio", &c.out, c.Dir, argv[0], argv[1:]...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -67,7 +67,7 @@ func guideSpec(hosts, addrs []string) *networking.ServiceEntry {
 }
 
 // aValues returns the A and AAAA values of name, or "NXDOMAIN"/"SERVFAIL"/"NODATA".
-func aValues(t *testing.T, c *coreDNS, name string) string {
+func aValues(t testing.TB, c *coreDNS, name string) string {
 	t.Helper()
 	var vals []string
 	for _, qtype := range []uint16{dns.TypeA, dns.TypeAAAA} {

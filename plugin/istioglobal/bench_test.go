@@ -120,6 +120,25 @@ func BenchmarkRebuild(b *testing.B) {
 	}
 }
 
+// BenchmarkRebuildSharedAddress builds a table where every entry holds the same address, with
+// the reverse zone served: each host's conflicts and the address's PTR holders are capped, so
+// the build grows linearly (it grew as N² before the caps).
+func BenchmarkRebuildSharedAddress(b *testing.B) {
+	for _, n := range []int{1_000, 10_000, 100_000} {
+		entries := make([]Entry, n)
+		for i := range entries {
+			entries[i] = Entry{Namespace: fmt.Sprintf("ns%d", i%100), Name: fmt.Sprintf("svc%d", i),
+				Created: epoch.Add(time.Duration(i)), Hosts: []string{strings.TrimSuffix(benchName(i), ".")}, Addresses: []string{"240.0.0.1"}}
+		}
+		b.Run(fmt.Sprint(n), func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				buildAt(entries, []string{"global.", "in-addr.arpa."}, defaultTTL, nil)
+			}
+		})
+	}
+}
+
 // benchSRVName is the SRV name of the i-th entry's named port.
 func benchSRVName(i int) string { return "_http._tcp." + benchName(i) }
 

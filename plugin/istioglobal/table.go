@@ -231,7 +231,7 @@ func (t *Table) ourHosts(e *Entry, key, nsName string) (names []string, claimed 
 		if err != nil {
 			p := Problem{Kind: kindHost, Reason: reasonInvalidHost, Entry: key, Detail: fmt.Sprintf("%q: %v", raw, err)}
 			invalid = append(invalid, p)
-			claimed = claimed || t.zoneOf(strings.ToLower(strings.TrimSuffix(raw, "."))+".") != nil
+			claimed = claimed || t.zoneOf(dns.Fqdn(raw)) != nil
 			continue
 		}
 		z := t.zoneOf(name)
@@ -571,11 +571,11 @@ func (t *Table) ensure(name string, z *zone) *node {
 	return n
 }
 
-// zoneOf returns the most specific zone that contains name, or nil.
+// zoneOf returns the most specific zone that contains name (either case), or nil.
 func (t *Table) zoneOf(name string) *zone {
 	var best *zone
 	for _, z := range t.zones {
-		if dns.IsSubDomain(z.name, name) && (best == nil || len(z.name) > len(best.name)) {
+		if inZone(name, z.name) && (best == nil || len(z.name) > len(best.name)) {
 			best = z
 		}
 	}

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Installs the DNS tools the end-to-end tests run (dig, kdig, dnsmasq) from Debian, only when
+# Installs the DNS tools the end-to-end tests and benchmarks run (dig, kdig, dnsmasq, dnsperf) from Debian, only when
 # they are missing. Safe to run repeatedly.
 set -euo pipefail
 
 # command:package pairs.
-wanted=(dig:dnsutils kdig:knot-dnsutils dnsmasq:dnsmasq-base)
+wanted=(dig:dnsutils kdig:knot-dnsutils dnsmasq:dnsmasq-base dnsperf:dnsperf)
 
 # dnsmasq lives in /usr/sbin, which is often not on a non-root PATH.
 have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ]; }
