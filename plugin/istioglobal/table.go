@@ -586,6 +586,17 @@ func (t *Table) problem(kind, reason, entry, detail string) {
 	t.problems = append(t.problems, Problem{Kind: kind, Reason: reason, Entry: entry, Detail: detail})
 }
 
+// find is lookup of a name in any case. It lower-cases the name on its own frame, which is
+// gone before the reply is written: see ServeDNS.
+//
+//go:noinline
+func (t *Table) find(name string) (n *node, z *zone, exact, folded bool) {
+	var buf [nameBufSize]byte
+	qname, folded := lower(&buf, name)
+	n, z, exact = t.lookup(qname)
+	return n, z, exact, folded
+}
+
 // lookup finds the node that answers qname (lower case, inside a zone of the table): the name
 // itself (exact), else the wildcard child of its closest encloser (RFC 4592). When the name
 // does not exist it returns a nil node and the closest encloser's zone.
