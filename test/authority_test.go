@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+	istiometa "istio.io/api/meta/v1alpha1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // filesCorefile serves global (and in-addr.arpa) from the ServiceEntry files in dir, with the
@@ -195,5 +197,37 @@ spec: {hosts: [noaddr.auth.global]}
 	}
 	if axfr := dig(t, c.Addr, "AXFR", "global"); !strings.Contains(axfr, "Transfer failed") {
 		t.Errorf("dig AXFR:\n%s", axfr)
+	}
+}
+
+// TestStatusOnlyUpdatesPublishNothing: Istio writes conditions into a ServiceEntry's status;
+// they change no answer, so the serial stays. A change that matters moves it.
+func TestStatusOnlyUpdatesPublishNothing(t *testing.T) {
+	c := startIstioGlobal(t, "statusonly")
+	applyServiceEntry(t, serviceEntryV1("statusonly", "svc", []string{"svc.statusonly.global"}, "240.0.11.1"))
+	answersWithin(t, c, 5*time.Second, "svc.statusonly.global", "240.0.11.1")
+	before := soaSerial(t, c)
+
+	ctx := apiContext(t)
+	client := istioClient.NetworkingV1().ServiceEntries("statusonly")
+	for i := range 3 {
+		se, err := client.Get(ctx, "svc", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		se.Status.ObservedGeneration = int64(10 + i)
+		se.Status.Conditions = []*istiometa.IstioCondition{{Type: "Reconciled", Status: "True", Message: fmt.Sprint(i)}}
+		if _, err := client.UpdateStatus(ctx, se, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(500 * time.Millisecond)
+	if s := soaSerial(t, c); s != before {
+		t.Errorf("serial %d after status-only updates, want it to stay %d", s, before)
+	}
+	applyServiceEntry(t, serviceEntryV1("statusonly", "svc", []string{"svc.statusonly.global"}, "240.0.11.2"))
+	answersWithin(t, c, 5*time.Second, "svc.statusonly.global", "240.0.11.2")
+	if s := soaSerial(t, c); !serialAfter(s, before) {
+		t.Errorf("serial %d after a change, %d before", s, before)
 	}
 }
