@@ -6,7 +6,7 @@ BIN     ?= bin/coredns-istio
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X github.com/coredns/coredns/coremain.GitCommit=$(VERSION)
 
-.PHONY: all build run test unit e2e bench bench-server lint deps controlplane image clean
+.PHONY: all build run test unit e2e bench bench-server bench-scale lint deps controlplane image clean
 
 all: build
 
@@ -42,6 +42,13 @@ bench:
 bench-server: deps
 	COREDNS_ISTIO_CONTROLPLANE="$$(test/tools/controlplane.sh)" \
 		$(GO) test -run '^$$' -bench ServerQPS -benchtime 1x -timeout 30m -v ./test/
+
+# Issue 10's scale benchmark: 10k and 100k ServiceEntries through the real API server; RSS,
+# create→answered, query p99 idle and under churn beside hosts. About 15 minutes.
+SCALE ?= 10000,100000
+bench-scale: deps
+	COREDNS_ISTIO_SCALE=$(SCALE) COREDNS_ISTIO_CONTROLPLANE="$$(test/tools/controlplane.sh)" \
+		$(GO) test -run '^$$' -bench Scale -benchtime 1x -timeout 60m -v ./test/
 
 lint:
 	@out="$$(gofmt -l $$(git ls-files '*.go'))"; \

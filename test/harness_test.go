@@ -425,3 +425,23 @@ func startDnsmasq(t testing.TB, args ...string) string {
 	}
 	return addr
 }
+
+// rssKB is the resident set size of the process, in KiB, from /proc.
+func (c *coreDNS) rssKB(t testing.TB) int {
+	t.Helper()
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", c.proc.cmd.Process.Pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(status), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, err := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(rest), " kB"))
+			if err != nil {
+				t.Fatalf("VmRSS %q: %v", rest, err)
+			}
+			return kb
+		}
+	}
+	t.Fatal("no VmRSS in /proc status")
+	return 0
+}

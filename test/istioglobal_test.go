@@ -93,7 +93,7 @@ func aValues(t testing.TB, c *coreDNS, name string) string {
 	return strings.Join(vals, ",")
 }
 
-func answersWithin(t *testing.T, c *coreDNS, timeout time.Duration, name, want string) {
+func answersWithin(t testing.TB, c *coreDNS, timeout time.Duration, name, want string) {
 	t.Helper()
 	start := time.Now()
 	eventually(t, timeout, func() error {

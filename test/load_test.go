@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+	networking "istio.io/api/networking/v1alpha3"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
@@ -21,20 +22,23 @@ func bulkAddr(i int) string {
 	return netip.AddrFrom4([4]byte{240, byte(i >> 16), byte(i >> 8), byte(i)}).String()
 }
 
-// createServiceEntries creates n ServiceEntries in namespace through the API, 32 at a time,
-// each with one host (bulkName) and one address (bulkAddr) and the guides' port and endpoint.
-// They are deleted, as a collection, when the test ends.
-func createServiceEntries(t testing.TB, namespace, prefix string, n int) {
+// createServiceEntries creates n ServiceEntries through the API, 32 at a time, the i-th in
+// namespaces[i%len(namespaces)], each with one host (bulkName), one address (bulkAddr), the
+// guides' named port and two endpoints (gateways of two other clusters). They are deleted, a
+// collection per namespace, when the test ends.
+func createServiceEntries(t testing.TB, namespaces []string, prefix string, n int) {
 	t.Helper()
-	createNamespace(t, namespace)
-	client := istioClient.NetworkingV1().ServiceEntries(namespace)
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-		defer cancel()
-		if err := client.DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{}); err != nil {
-			t.Errorf("deleting the ServiceEntries of %s: %v", namespace, err)
-		}
-	})
+	for _, ns := range namespaces {
+		createNamespace(t, ns)
+		t.Cleanup(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+			defer cancel()
+			err := istioClient.NetworkingV1().ServiceEntries(ns).DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{})
+			if err != nil {
+				t.Errorf("deleting the ServiceEntries of %s: %v", ns, err)
+			}
+		})
+	}
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	errs := make(chan error, 32)
@@ -43,12 +47,14 @@ func createServiceEntries(t testing.TB, namespace, prefix string, n int) {
 		go func() {
 			defer wg.Done()
 			for i := int(next.Add(1) - 1); i < n; i = int(next.Add(1) - 1) {
-				se := serviceEntryV1(namespace, fmt.Sprintf("%s%d", prefix, i), []string{bulkName(prefix, i)}, bulkAddr(i))
+				ns := namespaces[i%len(namespaces)]
+				se := serviceEntryV1(ns, fmt.Sprintf("%s%d", prefix, i), []string{bulkName(prefix, i)}, bulkAddr(i))
+				se.Spec.Endpoints = append(se.Spec.Endpoints, &networking.WorkloadEntry{Address: "127.0.0.13", Ports: map[string]uint32{"http1": 15443}})
 				ctx, cancel := context.WithTimeout(context.Background(), apiTimeout)
-				_, err := client.Create(ctx, se, metav1.CreateOptions{})
+				_, err := istioClient.NetworkingV1().ServiceEntries(ns).Create(ctx, se, metav1.CreateOptions{})
 				cancel()
 				if err != nil {
-					errs <- fmt.Errorf("creating %s: %w", se.Name, err)
+					errs <- fmt.Errorf("creating %s/%s: %w", ns, se.Name, err)
 					return
 				}
 			}

@@ -30,7 +30,7 @@ func BenchmarkServerQPS(b *testing.B) {
 		b.Fatal("dnsperf is not installed (test/tools/install-deps.sh)")
 	}
 	const n = 10_000
-	createServiceEntries(b, "qps", "q", n)
+	createServiceEntries(b, []string{"qps"}, "q", n)
 	shipped, err := os.ReadFile("../corefile/Corefile")
 	if err != nil {
 		b.Fatal(err)

@@ -61,7 +61,7 @@ func TestReloadFilesWithoutGap(t *testing.T) {
 
 func TestReloadKubernetesWithoutGap(t *testing.T) {
 	const n = 1000
-	createServiceEntries(t, "reloadgap", "rk", n)
+	createServiceEntries(t, []string{"reloadgap"}, "rk", n)
 	c := startIstioGlobal(t, "reloadgap")
 	answersWithin(t, c, 10*time.Second, bulkName("rk", n-1), bulkAddr(n-1))
 	reloadUnderLoad(t, c, "rk", n, 4)
