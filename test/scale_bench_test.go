@@ -27,15 +27,15 @@ import (
 //
 //   - RSS of the server over what it had before the entries existed, per 1,000 entries, after
 //     the initial sync and again after a minute of churn;
-//
 //   - create→answered p50/p99 over 50 creates made one at a time after the bulk load, timed
 //     from the create call's return to the first A answer;
-//
 //   - query p99 idle and while scaleChurn entries a second are rewritten, beside CoreDNS's hosts
 //     plugin serving the same names (its file rewritten with the same changes) under the same
 //     load, and failed queries (errors, timeouts, SERVFAIL).
 //
-//     COREDNS_ISTIO_SCALE=10000,100000 go test -run '^$' -bench Scale -benchtime 1x -timeout 60m -v ./test/
+// Run it with make bench-scale, or:
+//
+//	COREDNS_ISTIO_SCALE=10000,100000 go test -run '^$' -bench Scale -benchtime 1x -timeout 60m -v ./test/
 func BenchmarkScale(b *testing.B) {
 	sizes := []int{10_000}
 	if s := os.Getenv("COREDNS_ISTIO_SCALE"); s != "" {
