@@ -3,6 +3,7 @@ package istioglobal
 import (
 	"context"
 	"fmt"
+	"github.com/coredns-istio/coredns-istio/plugin/istioglobal/vip"
 	"net/netip"
 	"slices"
 	"testing"
@@ -20,14 +21,14 @@ type recordingAlloc struct {
 	full     bool // exhausted: nothing for anyone
 }
 
-func (r *recordingAlloc) alloc(hosts []string, reserved func(netip.Addr) bool) (map[string]VIPs, []string) {
+func (r *recordingAlloc) alloc(hosts []string, reserved func(netip.Addr) bool) (map[string]vip.VIPs, []string) {
 	r.hosts, r.reserved = hosts, reserved
 	if r.full {
 		return nil, hosts
 	}
-	vips := make(map[string]VIPs)
+	vips := make(map[string]vip.VIPs)
 	for i, h := range hosts {
-		vips[h] = VIPs{V4: netip.MustParseAddr(fmt.Sprintf("240.241.0.%d", i+1)), V6: netip.MustParseAddr(fmt.Sprintf("fd00::%d", i+1))}
+		vips[h] = vip.VIPs{V4: netip.MustParseAddr(fmt.Sprintf("240.241.0.%d", i+1)), V6: netip.MustParseAddr(fmt.Sprintf("fd00::%d", i+1))}
 	}
 	return vips, nil
 }
@@ -55,7 +56,7 @@ func TestBuildAllocates(t *testing.T) {
 
 	// Oldest entry first; no wildcard, no host with a usable spec or status address, no opt-out.
 	if want := []string{"older.x.global.", "newer.x.global.", "garbage.x.global.", "optin.x.global."}; !slices.Equal(r.hosts, want) {
-		t.Errorf("hosts wanting VIPs %v, want %v", r.hosts, want)
+		t.Errorf("hosts wanting vip.VIPs %v, want %v", r.hosts, want)
 	}
 	for addr, want := range map[string]bool{
 		"127.255.0.2": true, "240.240.0.9": true, // declared in spec, in status
@@ -93,14 +94,14 @@ func TestBuildReportsExhaustion(t *testing.T) {
 // TestDefaultRangesAvoidIstio: Istio's own allocators use these ranges; a VIP of ours inside
 // them could equal one Istio hands out.
 func TestDefaultRangesAvoidIstio(t *testing.T) {
-	for _, ours := range defaultAllocateRanges {
+	for _, ours := range vip.DefaultRanges {
 		for _, istio := range []string{"240.240.0.0/16", "2001:2::/48"} {
 			if ours.Overlaps(netip.MustParsePrefix(istio)) {
 				t.Errorf("default range %s overlaps Istio's %s", ours, istio)
 			}
 		}
 	}
-	if _, err := newAllocator(defaultAllocateRanges, defaultGrace); err != nil {
+	if _, err := vip.New(vip.DefaultRanges, defaultGrace); err != nil {
 		t.Error(err)
 	}
 }
@@ -108,8 +109,8 @@ func TestDefaultRangesAvoidIstio(t *testing.T) {
 // TestPendingVIPsServfail: a host whose persisted VIP has not been written yet answers SERVFAIL
 // for addresses (resolvers would cache NODATA); an exhausted one answers NODATA.
 func TestPendingVIPsServfail(t *testing.T) {
-	persisted := func([]string, func(netip.Addr) bool) (map[string]VIPs, []string) {
-		return map[string]VIPs{"done.x.global.": {V4: netip.MustParseAddr("240.241.0.1")}}, []string{"full.x.global."}
+	persisted := func([]string, func(netip.Addr) bool) (map[string]vip.VIPs, []string) {
+		return map[string]vip.VIPs{"done.x.global.": {V4: netip.MustParseAddr("240.241.0.1")}}, []string{"full.x.global."}
 	}
 	ig := newTestPlugin(nil)
 	ig.table.Store(buildAt([]Entry{

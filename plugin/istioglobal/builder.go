@@ -1,6 +1,7 @@
 package istioglobal
 
 import (
+	"github.com/coredns-istio/coredns-istio/plugin/istioglobal/vip"
 	"maps"
 	"net/netip"
 	"time"
@@ -17,9 +18,9 @@ const coalesceDelay = 50 * time.Millisecond
 // nothing (a status-only update, a resync, a touched file) from one that does.
 type builtFrom struct {
 	table      *Table
-	entries    []Entry         // sorted
-	live       map[string]VIPs // persisted allocations; nil without a store
-	unreadable []Problem       // input that is not even an entry (a file, the allocations)
+	entries    []Entry             // sorted
+	live       map[string]vip.VIPs // persisted allocations; nil without a store
+	unreadable []Problem           // input that is not even an entry (a file, the allocations)
 }
 
 // start takes over the table of the instance it replaces on reload, then launches the sources
@@ -116,10 +117,12 @@ func (ig *IstioGlobal) rebuild() {
 	sortEntries(in.entries)
 	cfg := ig.tableConfig()
 	if ig.store != nil {
-		live, problems := ig.store.current()
+		live, corrupt := ig.store.Current()
 		in.live = live
-		in.unreadable = append(in.unreadable, problems...)
-		cfg.alloc = func([]string, func(netip.Addr) bool) (map[string]VIPs, []string) { return live, nil }
+		for _, err := range corrupt {
+			in.unreadable = append(in.unreadable, Problem{Kind: kindAllocation, Reason: reasonCorrupt, Entry: ig.store.Key(), Detail: err.Error()})
+		}
+		cfg.alloc = func([]string, func(netip.Addr) bool) (map[string]vip.VIPs, []string) { return live, nil }
 	}
 
 	if last := ig.last; last != nil && sameEntries(last.entries, in.entries) && maps.Equal(last.live, in.live) {
@@ -129,7 +132,7 @@ func (ig *IstioGlobal) rebuild() {
 	}
 	in.table = build(in.entries, cfg, serials.next())
 	if ig.store != nil {
-		ig.store.demand(in.table.wants, in.table.reserved.has)
+		ig.store.Demand(in.table.wants, in.table.reserved.has)
 	}
 	ig.table.Store(in.table)
 	ig.last = &in
@@ -145,7 +148,7 @@ func (ig *IstioGlobal) tableConfig() tableConfig {
 		c.ns = defaultNameServer(ig.Zones, nil)
 	}
 	if ig.allocator != nil {
-		c.alloc = ig.allocator.deterministic
+		c.alloc = ig.allocator.Deterministic
 	}
 	return c
 }
@@ -185,3 +188,12 @@ func inNamespaces(entries []Entry, namespaces []string) []Entry {
 	}
 	return out
 }
+
+// storeSource makes the allocations store a source, so that nothing is served before it has
+// synced and its changes rebuild the table; what it holds reaches build through Current.
+type storeSource struct{ *vip.Store }
+
+func (s storeSource) start(notify func()) error   { return s.Start(notify) }
+func (s storeSource) stop()                       { s.Stop() }
+func (s storeSource) synced() bool                { return s.Synced() }
+func (storeSource) entries() ([]Entry, []Problem) { return nil, nil }

@@ -84,8 +84,6 @@ const (
 	reasonTooMany     = "too_many"     // more than maxAddressesPerHost for one host
 	reasonExhausted   = "exhausted"    // no free VIP left in the autoallocate ranges
 	reasonCorrupt     = "corrupt"      // an allocations entry that does not decode; its addresses stay held
-	reasonUnreadable  = "unreadable"   // the allocations ConfigMap could not be listed, watched or read
-	reasonWriteFailed = "write_failed" // the allocations leader could not create or update it
 )
 
 // Problem is one piece of input that is not served, with enough detail to fix it.

@@ -4,6 +4,7 @@ package istioglobal
 
 import (
 	"context"
+	"github.com/coredns-istio/coredns-istio/plugin/istioglobal/vip"
 	"slices"
 	"sync/atomic"
 
@@ -22,8 +23,8 @@ type IstioGlobal struct {
 	debug      bool     // answer TXT with what serves a name
 	namespaces []string // empty: all
 	sources    []source
-	allocator  *allocator       // nil: autoallocate off
-	store      *allocationStore // nil: VIPs are deterministic, not persisted
+	allocator  *vip.Allocator // nil: autoallocate off
+	store      *vip.Store     // nil: VIPs are deterministic, not persisted
 
 	ns nameServer
 

@@ -1,6 +1,7 @@
 package istioglobal
 
 import (
+	"github.com/coredns-istio/coredns-istio/plugin/istioglobal/vip"
 	"github.com/coredns/coredns/plugin"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
@@ -56,30 +57,6 @@ var (
 		Name:      "allocation_free",
 		Help:      "Addresses of the autoallocate ranges not served as a VIP, by address family.",
 	}, []string{"family"})
-	allocationLeader = promauto.NewGauge(prometheus.GaugeOpts{
-		Namespace: plugin.Namespace,
-		Subsystem: "istioglobal",
-		Name:      "allocation_leader",
-		Help:      "1 while this replica holds the allocations Lease and writes the ConfigMap, else 0.",
-	})
-	allocationConflicts = promauto.NewGauge(prometheus.GaugeOpts{
-		Namespace: plugin.Namespace,
-		Subsystem: "istioglobal",
-		Name:      "allocation_conflicts",
-		Help:      "Live allocations whose address a ServiceEntry now declares, as the leader last saw them.",
-	})
-	allocationExhausted = promauto.NewGauge(prometheus.GaugeOpts{
-		Namespace: plugin.Namespace,
-		Subsystem: "istioglobal",
-		Name:      "allocation_exhausted",
-		Help:      "Hosts that want a VIP but find the ranges full, as the leader last saw them.",
-	})
-	allocationErrors = promauto.NewCounterVec(prometheus.CounterOpts{
-		Namespace: plugin.Namespace,
-		Subsystem: "istioglobal",
-		Name:      "allocation_errors_total",
-		Help:      "Failures to read, decode or write the allocations ConfigMap, by reason.",
-	}, []string{"reason"})
 	lastUpdate = promauto.NewGauge(prometheus.GaugeOpts{
 		Namespace: plugin.Namespace,
 		Subsystem: "istioglobal",
@@ -90,7 +67,7 @@ var (
 
 // observe publishes what the served table holds, and the problems of its input; a is nil when
 // autoallocate is off.
-func observe(t *Table, problems []Problem, a *allocator) {
+func observe(t *Table, problems []Problem, a *vip.Allocator) {
 	entriesServed.Set(float64(t.entries))
 	namesServed.Set(float64(t.hosts))
 	otherZones.Set(float64(t.other))
@@ -106,7 +83,7 @@ func observe(t *Table, problems []Problem, a *allocator) {
 		capped.WithLabelValues(record).Set(float64(t.capped[record]))
 	}
 	if a != nil {
-		v4, v6 := a.capacity()
+		v4, v6 := a.Capacity()
 		for i, family := range []string{"ipv4", "ipv6"} {
 			capacity := [2]uint64{v4, v6}[i]
 			allocated.WithLabelValues(family).Set(float64(t.allocated[i]))

@@ -2,6 +2,7 @@ package istioglobal
 
 import (
 	"fmt"
+	"github.com/coredns-istio/coredns-istio/plugin/istioglobal/vip"
 	"net/netip"
 	"path/filepath"
 	"strconv"
@@ -62,7 +63,7 @@ func parse(c *caddy.Controller) (*IstioGlobal, error) {
 	ig := newIstioGlobal()
 	var kube *kubeSource
 	var files []string
-	ranges, grace := defaultAllocateRanges, defaultGrace
+	ranges, grace := vip.DefaultRanges, defaultGrace
 	var allocations *[2]string // namespace, name
 	var ns *nameServer
 	for i := 0; c.Next(); i++ {
@@ -129,7 +130,7 @@ func parse(c *caddy.Controller) (*IstioGlobal, error) {
 		ig.sources = append(ig.sources, kube)
 	}
 	if len(ranges) > 0 {
-		a, err := newAllocator(ranges, grace)
+		a, err := vip.New(ranges, grace)
 		if err != nil {
 			return nil, c.Errf("autoallocate: %v", err)
 		}
@@ -142,8 +143,8 @@ func parse(c *caddy.Controller) (*IstioGlobal, error) {
 		case kube == nil:
 			return nil, c.Err("allocations: needs the Kubernetes API; add kubeconfig")
 		}
-		ig.store = newAllocationStore(allocations[0], allocations[1], kube.config, ig.allocator)
-		ig.sources = append(ig.sources, ig.store)
+		ig.store = vip.NewStore(allocations[0], allocations[1], kube.config, ig.allocator)
+		ig.sources = append(ig.sources, storeSource{ig.store})
 	}
 	return ig, nil
 }

@@ -102,7 +102,7 @@ func TestParse(t *testing.T) {
 		{input: `istioglobal {
 			files ` + seFile + `
 		}`, check: func(t *testing.T, ig *IstioGlobal) {
-			if v4, v6 := ig.allocator.capacity(); v4 == 0 || v6 == 0 || ig.store != nil {
+			if v4, v6 := ig.allocator.Capacity(); v4 == 0 || v6 == 0 || ig.store != nil {
 				t.Errorf("default: capacity %d/%d store %v, want both default ranges, not persisted", v4, v6, ig.store)
 			}
 		}},
@@ -119,10 +119,10 @@ func TestParse(t *testing.T) {
 			autoallocate 240.241.0.0/24
 			allocations istio-system/coredns-istio-vips 10m
 		}`, check: func(t *testing.T, ig *IstioGlobal) {
-			if v4, v6 := ig.allocator.capacity(); v4 == 0 || v6 != 0 {
+			if v4, v6 := ig.allocator.Capacity(); v4 == 0 || v6 != 0 {
 				t.Errorf("capacity %d/%d, want IPv4 only", v4, v6)
 			}
-			if ig.store == nil || ig.store.namespace != "istio-system" || ig.store.name != "coredns-istio-vips" || len(ig.sources) != 2 {
+			if ig.store == nil || ig.store.Key() != "istio-system/coredns-istio-vips" || len(ig.sources) != 2 {
 				t.Errorf("store %+v, sources %d", ig.store, len(ig.sources))
 			}
 		}},

@@ -3,6 +3,8 @@ package istioglobal
 import (
 	"cmp"
 	"fmt"
+	"github.com/coredns-istio/coredns-istio/plugin/istioglobal/hostname"
+	"github.com/coredns-istio/coredns-istio/plugin/istioglobal/vip"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -59,9 +61,9 @@ type nameServer struct {
 }
 
 // allocFunc gives VIPs to the hosts that want them (in priority order), never a reserved
-// address; it returns the hosts it could not serve. allocator.deterministic is one; the
+// address; it returns the hosts it could not serve. vip.Allocator.Deterministic is one; the
 // persisted allocations are another.
-type allocFunc func(hosts []string, reserved func(netip.Addr) bool) (map[string]VIPs, []string)
+type allocFunc func(hosts []string, reserved func(netip.Addr) bool) (map[string]vip.VIPs, []string)
 
 // optOutLabel is Istio's label for an entry that must not get an auto-allocated address.
 const optOutLabel = "networking.istio.io/enable-autoallocate-ip"
@@ -227,7 +229,7 @@ func (t *Table) addNameServer(ns nameServer, ttl uint32) {
 func (t *Table) ourHosts(e *Entry, key, nsName string) (names []string, claimed bool) {
 	var invalid []Problem
 	for _, raw := range e.Hosts {
-		name, err := canonicalHost(raw)
+		name, err := hostname.Canonical(raw)
 		if err != nil {
 			p := Problem{Kind: kindHost, Reason: reasonInvalidHost, Entry: key, Detail: fmt.Sprintf("%q: %v", raw, err)}
 			invalid = append(invalid, p)
@@ -356,7 +358,7 @@ func (t *Table) allocate(order []*hostData, alloc allocFunc) {
 func (t *Table) statusAddresses(e *Entry, key, host string) []netip.Addr {
 	var raw []string
 	for _, sa := range e.StatusAddresses {
-		if n, err := canonicalHost(sa.Host); err == nil && n == host {
+		if n, err := hostname.Canonical(sa.Host); err == nil && n == host {
 			raw = append(raw, sa.Value)
 		}
 	}
@@ -434,7 +436,7 @@ func (t *Table) addSRV(h *hostData, n *node, ttl uint32) {
 	var cappedNames map[string]bool
 	for _, p := range h.ports {
 		label := "_" + strings.ToLower(p.Name)
-		if checkLabel(label) != nil || p.Number == 0 || p.Number > 65535 {
+		if hostname.CheckLabel(label) != nil || p.Number == 0 || p.Number > 65535 {
 			continue // Istio validates both; a file may not have
 		}
 		proto := "._tcp."
@@ -631,50 +633,6 @@ func newZone(name string, ttl, serial uint32, ns string) *zone {
 
 func header(name string, rrtype uint16, ttl uint32) dns.RR_Header {
 	return dns.RR_Header{Name: name, Rrtype: rrtype, Class: dns.ClassINET, Ttl: ttl}
-}
-
-// canonicalHost returns host as a lower-case FQDN, or why it is not a name we can serve.
-// A single leading "*." label makes a wildcard; "*" anywhere else is an error.
-func canonicalHost(host string) (string, error) {
-	name := strings.ToLower(strings.TrimSuffix(host, "."))
-	if name == "" {
-		return "", fmt.Errorf("empty")
-	}
-	if len(name) > 253 {
-		return "", fmt.Errorf("longer than 253 characters")
-	}
-	labels := strings.Split(name, ".")
-	for i, l := range labels {
-		if l == "*" && i == 0 && len(labels) > 1 {
-			continue
-		}
-		if err := checkLabel(l); err != nil {
-			return "", fmt.Errorf("label %q: %v", l, err)
-		}
-	}
-	return name + ".", nil
-}
-
-func checkLabel(l string) error {
-	if l == "" {
-		return fmt.Errorf("empty label")
-	}
-	if len(l) > 63 {
-		return fmt.Errorf("longer than 63 characters")
-	}
-	for i := 0; i < len(l); i++ {
-		c := l[i]
-		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
-			if c == '*' {
-				return fmt.Errorf("a wildcard must be the whole first label")
-			}
-			return fmt.Errorf("character %s is not allowed", strconv.QuoteRune(rune(c)))
-		}
-	}
-	if l[0] == '-' || l[len(l)-1] == '-' {
-		return fmt.Errorf("starts or ends with a hyphen")
-	}
-	return nil
 }
 
 // parseAddress accepts an IPv4 or IPv6 address, or a CIDR of exactly one address. On error

@@ -1,4 +1,4 @@
-package istioglobal
+package vip
 
 import (
 	"net/netip"
@@ -8,8 +8,8 @@ import (
 
 // allocBench is 10k hosts in the default ranges, with 1k addresses declared by other entries,
 // a tenth of them inside our IPv4 range.
-func allocBench(b *testing.B) (*allocator, []string, func(netip.Addr) bool) {
-	a, err := newAllocator(defaultAllocateRanges, time.Hour)
+func allocBench(b *testing.B) (*Allocator, []string, func(netip.Addr) bool) {
+	a, err := New(DefaultRanges, time.Hour)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -48,7 +48,7 @@ func BenchmarkAllocateDeterministic10k(b *testing.B) {
 	a, hosts, reserved := allocBench(b)
 	b.ReportAllocs()
 	for b.Loop() {
-		if vips, _ := a.deterministic(hosts, reserved); len(vips) != len(hosts) {
+		if vips, _ := a.Deterministic(hosts, reserved); len(vips) != len(hosts) {
 			b.Fatalf("%d VIPs", len(vips))
 		}
 	}

@@ -1,8 +1,12 @@
-package istioglobal
+// Package vip hands out VIPs to hosts that declare no address: deterministically from a hash
+// of the name (every replica computes the same), or persisted in a ConfigMap written by the
+// holder of a Lease, so that a live VIP never moves.
+package vip
 
 import (
 	"encoding/binary"
 	"fmt"
+	"github.com/coredns-istio/coredns-istio/plugin/istioglobal/hostname"
 	"maps"
 	"math"
 	"math/bits"
@@ -12,12 +16,12 @@ import (
 	"time"
 )
 
-// defaultAllocateRanges are the VIP ranges used when none are configured. Istio's own
+// DefaultRanges are the VIP ranges used when none are configured. Istio's own
 // allocators take 240.240.0.0/16 and 2001:2::/48; ours must never overlap them, or a VIP of ours
 // could equal one Istio hands out. 240.241.0.0/16 is the next /16 of the same class E space
 // (reserved, never routed); 100::/64 is the IPv6 discard-only prefix (RFC 6666): never routed,
 // so a packet that escaped the sidecar would be dropped, not delivered somewhere else.
-var defaultAllocateRanges = []netip.Prefix{
+var DefaultRanges = []netip.Prefix{
 	netip.MustParsePrefix("240.241.0.0/16"),
 	netip.MustParsePrefix("100::/64"),
 }
@@ -25,16 +29,16 @@ var defaultAllocateRanges = []netip.Prefix{
 // VIPs are the addresses allocated to one host: at most one per family (zero Addr = none).
 type VIPs struct{ V4, V6 netip.Addr }
 
-// Allocation is one host's VIPs as persisted; Released is when the host went away (zero while
+// allocation is one host's VIPs as persisted; Released is when the host went away (zero while
 // it lives).
-type Allocation struct {
+type allocation struct {
 	VIPs
 	Released time.Time
 }
 
-// allocator hands out VIPs from the configured ranges. It is pure: no I/O, no state between
+// Allocator hands out VIPs from the configured ranges. It is pure: no I/O, no state between
 // calls, so every replica computes the same answer from the same input.
-type allocator struct {
+type Allocator struct {
 	v4, v6 pool
 	grace  time.Duration // how long a released allocation keeps its addresses from others
 }
@@ -52,13 +56,13 @@ type pool struct {
 // reserved CIDR (a range in some spec.addresses) can block more, and it may cover the whole pool.
 const probeSlack = 1 << 16
 
-// newAllocator validates ranges (any number of IPv4 and IPv6 prefixes; a family with none is
+// New validates ranges (any number of IPv4 and IPv6 prefixes; a family with none is
 // off) and grace.
-func newAllocator(ranges []netip.Prefix, grace time.Duration) (*allocator, error) {
+func New(ranges []netip.Prefix, grace time.Duration) (*Allocator, error) {
 	if grace < 0 {
 		return nil, fmt.Errorf("grace %v is negative", grace)
 	}
-	a := &allocator{grace: grace}
+	a := &Allocator{grace: grace}
 	for i, r := range ranges {
 		switch {
 		case !r.IsValid():
@@ -86,11 +90,11 @@ func newAllocator(ranges []netip.Prefix, grace time.Duration) (*allocator, error
 	return a, nil
 }
 
-// capacity returns how many addresses each family can hand out (saturating); the free metric
+// Capacity returns how many addresses each family can hand out (saturating); the free metric
 // is this minus the VIPs served.
-func (a *allocator) capacity() (v4, v6 uint64) { return a.v4.total, a.v6.total }
+func (a *Allocator) Capacity() (v4, v6 uint64) { return a.v4.total, a.v6.total }
 
-// deterministic gives each host (in priority order: oldest entry first, then namespace/name)
+// Deterministic gives each host (in priority order: oldest entry first, then namespace/name)
 // one VIP per configured family, never an address reserved reports, never one address to two
 // hosts; hosts left without an address in some family are returned in exhausted.
 //
@@ -105,7 +109,7 @@ func (a *allocator) capacity() (v4, v6 uint64) { return a.v4.total, a.v6.total }
 // address is no longer reserved) it moves back to it, and a host ahead of it in priority order
 // that comes to probe onto its address takes it. New ServiceEntries sort last, so adding entries
 // never moves a VIP. The persisted mode (next) removes these exceptions.
-func (a *allocator) deterministic(hosts []string, reserved func(netip.Addr) bool) (vips map[string]VIPs, exhausted []string) {
+func (a *Allocator) Deterministic(hosts []string, reserved func(netip.Addr) bool) (vips map[string]VIPs, exhausted []string) {
 	// Defined through next, so the persisted mode picks exactly what this mode would.
 	next, exhausted, _ := a.next(nil, hosts, reserved, time.Time{})
 	vips = make(map[string]VIPs, len(next))
@@ -131,7 +135,7 @@ func (a *allocator) deterministic(hosts []string, reserved func(netip.Addr) bool
 //     ConfigMap entry.
 //
 // exhausted lists the hosts left without an address in some configured family.
-func (a *allocator) next(current map[string]Allocation, hosts []string, reserved func(netip.Addr) bool, now time.Time) (next map[string]Allocation, exhausted, conflicts []string) {
+func (a *Allocator) next(current map[string]allocation, hosts []string, reserved func(netip.Addr) bool, now time.Time) (next map[string]allocation, exhausted, conflicts []string) {
 	live := make(map[string]bool, len(hosts))
 	order := make([]string, 0, len(hosts))
 	for _, h := range hosts {
@@ -141,7 +145,7 @@ func (a *allocator) next(current map[string]Allocation, hosts []string, reserved
 		}
 	}
 
-	next = make(map[string]Allocation, max(len(current), len(order)))
+	next = make(map[string]allocation, max(len(current), len(order)))
 	taken := make(map[netip.Addr]string, 2*len(current))
 	conflict := make(map[string]bool)
 	for h, al := range current {
@@ -295,7 +299,7 @@ func hostHash(host string) uint64 {
 // (httpbin.bar.global), valued "240.241.0.7,100::7", "240.241.0.7" or
 // ",100::7", followed by " released=2026-11-22T06:00:00Z" (RFC 3339, UTC, to the
 // second) once the host went away. An allocation without any address is left out.
-func encodeAllocations(m map[string]Allocation) map[string]string {
+func encodeAllocations(m map[string]allocation) map[string]string {
 	data := make(map[string]string, len(m))
 	for h, al := range m {
 		if !al.V4.IsValid() && !al.V6.IsValid() {
@@ -319,8 +323,8 @@ func encodeAllocations(m map[string]Allocation) map[string]string {
 // decodeAllocations is the inverse of encodeAllocations. A corrupt entry is left out of m and
 // reported in errs, and every address still readable in its value is returned in held: its
 // host may well be alive and using it, so no one else may get it.
-func decodeAllocations(data map[string]string) (m map[string]Allocation, held []netip.Addr, errs []error) {
-	m = make(map[string]Allocation, len(data))
+func decodeAllocations(data map[string]string) (m map[string]allocation, held []netip.Addr, errs []error) {
+	m = make(map[string]allocation, len(data))
 	for _, key := range slices.Sorted(maps.Keys(data)) {
 		host, al, err := decodeAllocation(key, data[key])
 		if err != nil {
@@ -333,9 +337,9 @@ func decodeAllocations(data map[string]string) (m map[string]Allocation, held []
 	return m, held, errs
 }
 
-func decodeAllocation(key, value string) (string, Allocation, error) {
-	var al Allocation
-	host, err := canonicalHost(key)
+func decodeAllocation(key, value string) (string, allocation, error) {
+	var al allocation
+	host, err := hostname.Canonical(key)
 	switch {
 	case err != nil:
 		return "", al, fmt.Errorf("the key is not a host: %v", err)

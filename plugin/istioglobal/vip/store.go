@@ -1,4 +1,4 @@
-package istioglobal
+package vip
 
 import (
 	"context"
@@ -29,8 +29,6 @@ import (
 	"k8s.io/client-go/util/retry"
 )
 
-// What went wrong with the allocations ConfigMap: the reason label of allocationErrors.
-
 // defaultSyncTimeout bounds how long an unreadable ConfigMap keeps the plugin unready.
 const defaultSyncTimeout = 10 * time.Second
 
@@ -48,17 +46,17 @@ const (
 	maxRetryDelay = time.Minute
 )
 
-// allocationStore persists allocations in one ConfigMap. Every replica reads it through an
+// Store persists allocations in one ConfigMap. Every replica reads it through an
 // informer and serves what it holds; only the holder of a Lease (named like the ConfigMap, in
 // its namespace) writes it. The Lease keeps replicas from contending; correctness rests on
 // every write carrying the resourceVersion it was computed from, so even two leaders at once
 // (a stale one finishing a write) cannot lose an allocation or hand out one VIP twice.
-type allocationStore struct {
+type Store struct {
 	gaveUp          atomic.Bool // the ConfigMap could not be read in allocationsSyncTimeout
 	namespace, name string
 	config          *rest.Config
 	client          kubernetes.Interface // from config when nil
-	alloc           *allocator
+	alloc           *Allocator
 
 	leaseDuration, renewDeadline, retryPeriod time.Duration
 	syncTimeout                               time.Duration
@@ -86,9 +84,9 @@ type demanded struct {
 	reserved func(netip.Addr) bool
 }
 
-func newAllocationStore(namespace, name string, config *rest.Config, alloc *allocator) *allocationStore {
+func NewStore(namespace, name string, config *rest.Config, alloc *Allocator) *Store {
 	host, _ := os.Hostname()
-	return &allocationStore{
+	return &Store{
 		namespace:     namespace,
 		name:          name,
 		config:        config,
@@ -102,11 +100,12 @@ func newAllocationStore(namespace, name string, config *rest.Config, alloc *allo
 	}
 }
 
-func (s *allocationStore) key() string { return s.namespace + "/" + s.name }
+// Key is the ConfigMap's NAMESPACE/NAME.
+func (s *Store) Key() string { return s.namespace + "/" + s.name }
 
-// start watches the ConfigMap and campaigns for the Lease. notify, which never blocks, is called
+// Start watches the ConfigMap and campaigns for the Lease. notify, which never blocks, is called
 // whenever current may return something new.
-func (s *allocationStore) start(notify func()) error {
+func (s *Store) Start(notify func()) error {
 	client, leaseClient := s.client, s.client
 	if client == nil {
 		var err error
@@ -167,7 +166,7 @@ func (s *allocationStore) start(notify func()) error {
 		wait, stopWaiting := context.WithTimeout(ctx, s.syncTimeout)
 		defer stopWaiting()
 		if !cache.WaitForCacheSync(wait.Done(), reg.HasSynced) && ctx.Err() == nil {
-			log.Errorf("allocations %s: not readable after %v; serving without VIPs until it is", s.key(), s.syncTimeout)
+			log.Errorf("allocations %s: not readable after %v; serving without VIPs until it is", s.Key(), s.syncTimeout)
 			s.gaveUp.Store(true)
 			notify()
 			cache.WaitForCacheSync(ctx.Done(), reg.HasSynced)
@@ -181,7 +180,7 @@ func (s *allocationStore) start(notify func()) error {
 		for ctx.Err() == nil {
 			le, err := newElector()
 			if err != nil { // validated above: cannot happen
-				log.Errorf("allocations %s: leader election: %v", s.key(), err)
+				log.Errorf("allocations %s: leader election: %v", s.Key(), err)
 				return
 			}
 			le.Run(ctx) // returns when the lease is lost: campaign again
@@ -194,7 +193,7 @@ func (s *allocationStore) start(notify func()) error {
 	return nil
 }
 
-func (s *allocationStore) elector(client kubernetes.Interface) (*leaderelection.LeaderElector, error) {
+func (s *Store) elector(client kubernetes.Interface) (*leaderelection.LeaderElector, error) {
 	return leaderelection.NewLeaderElector(leaderelection.LeaderElectionConfig{
 		Lock: &resourcelock.LeaseLock{
 			LeaseMeta:  metav1.ObjectMeta{Namespace: s.namespace, Name: s.name},
@@ -205,7 +204,7 @@ func (s *allocationStore) elector(client kubernetes.Interface) (*leaderelection.
 		RenewDeadline:   s.renewDeadline,
 		RetryPeriod:     s.retryPeriod,
 		ReleaseOnCancel: true,
-		Name:            s.key(),
+		Name:            s.Key(),
 		Callbacks: leaderelection.LeaderCallbacks{
 			OnStartedLeading: s.startedLeading,
 			OnStoppedLeading: s.stoppedLeading,
@@ -215,7 +214,7 @@ func (s *allocationStore) elector(client kubernetes.Interface) (*leaderelection.
 
 // startedLeading runs in its own goroutine, possibly after the term has already ended: term is
 // done by then, and stoppedLeading has run or will.
-func (s *allocationStore) startedLeading(term context.Context) {
+func (s *Store) startedLeading(term context.Context) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if term.Err() != nil {
@@ -223,15 +222,15 @@ func (s *allocationStore) startedLeading(term context.Context) {
 	}
 	s.term = term
 	allocationLeader.Set(1)
-	log.Infof("allocations %s: %s leads, and writes the ConfigMap", s.key(), s.identity)
+	log.Infof("allocations %s: %s leads, and writes the ConfigMap", s.Key(), s.identity)
 	s.kick() // the latest demand, at once
 }
 
-func (s *allocationStore) stoppedLeading() {
+func (s *Store) stoppedLeading() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.term != nil {
-		log.Infof("allocations %s: %s no longer leads", s.key(), s.identity)
+		log.Infof("allocations %s: %s no longer leads", s.Key(), s.identity)
 	}
 	s.term = nil
 	allocationLeader.Set(0)
@@ -239,8 +238,8 @@ func (s *allocationStore) stoppedLeading() {
 	allocationExhausted.Set(0)
 }
 
-// stop ends the informer and the election, releasing the Lease if held, and waits for both.
-func (s *allocationStore) stop() {
+// Stop ends the informer and the election, releasing the Lease if held, and waits for both.
+func (s *Store) Stop() {
 	if s.cancel == nil {
 		return
 	}
@@ -250,25 +249,21 @@ func (s *allocationStore) stop() {
 	s.cancel = nil
 }
 
-// synced reports whether the informer has seen the initial list, or waiting for it was given up.
-func (s *allocationStore) synced() bool {
+// Synced reports whether the informer has seen the initial list, or waiting for it was given up.
+func (s *Store) Synced() bool {
 	return s.handler != nil && s.handler.HasSynced() || s.gaveUp.Load()
 }
 
-// entries makes the store a source, so that nothing is served before it has synced and its
-// changes rebuild the table; what it holds reaches build through current.
-func (s *allocationStore) entries() ([]Entry, []Problem) { return nil, nil }
-
 // leading reports whether this replica holds the Lease.
-func (s *allocationStore) leading() bool {
+func (s *Store) leading() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.term != nil && s.term.Err() == nil
 }
 
-// current is what the ConfigMap holds now: the live allocations (not released) to serve, and
-// the entries that do not decode.
-func (s *allocationStore) current() (live map[string]VIPs, problems []Problem) {
+// Current is what the ConfigMap holds now: the live allocations (not released) to serve, and
+// why each entry that does not decode was skipped.
+func (s *Store) Current() (live map[string]VIPs, corrupt []error) {
 	cm, err := s.lister.Get(s.name)
 	if err != nil {
 		return nil, nil // not created yet: nothing allocated
@@ -280,23 +275,20 @@ func (s *allocationStore) current() (live map[string]VIPs, problems []Problem) {
 			live[host] = a.VIPs
 		}
 	}
-	for _, err := range errs {
-		problems = append(problems, Problem{Kind: kindAllocation, Reason: reasonCorrupt, Entry: s.key(), Detail: err.Error()})
-	}
-	return live, problems
+	return live, errs
 }
 
-// demand records the hosts that want VIPs and the addresses no VIP may be; the leader then
+// Demand records the hosts that want VIPs and the addresses no VIP may be; the leader then
 // reconciles the ConfigMap in the background. It never blocks, and only the latest demand
 // matters. Every replica records it, so that a new leader starts from what it serves.
-func (s *allocationStore) demand(hosts []string, reserved func(netip.Addr) bool) {
+func (s *Store) Demand(hosts []string, reserved func(netip.Addr) bool) {
 	s.mu.Lock()
 	s.want = &demanded{hosts: hosts, reserved: reserved}
 	s.mu.Unlock()
 	s.kick()
 }
 
-func (s *allocationStore) kick() {
+func (s *Store) kick() {
 	select {
 	case s.wake <- struct{}{}:
 	default: // a reconcile is pending already and will see the latest demand
@@ -305,7 +297,7 @@ func (s *allocationStore) kick() {
 
 // reconciler writes the latest demand into the ConfigMap while this replica leads, retrying
 // failures with a growing delay.
-func (s *allocationStore) reconciler(ctx context.Context) {
+func (s *Store) reconciler(ctx context.Context) {
 	var retryC <-chan time.Time
 	delay := time.Duration(0)
 	for {
@@ -319,7 +311,7 @@ func (s *allocationStore) reconciler(ctx context.Context) {
 		s.mu.Lock()
 		term, want := s.term, s.want
 		s.mu.Unlock()
-		if term == nil || term.Err() != nil || want == nil || !s.synced() {
+		if term == nil || term.Err() != nil || want == nil || !s.Synced() {
 			continue // whatever changes that (leading, a demand, the sync) kicks again
 		}
 		if err := s.reconcile(term, want); err != nil {
@@ -333,7 +325,7 @@ func (s *allocationStore) reconciler(ctx context.Context) {
 
 // reconcile makes the ConfigMap hold the allocations for want, starting from the cached copy
 // and, after a conflict, from a fresh read. It writes nothing when nothing changes.
-func (s *allocationStore) reconcile(term context.Context, want *demanded) error {
+func (s *Store) reconcile(term context.Context, want *demanded) error {
 	ctx, cancel := context.WithTimeout(term, writeTimeout)
 	defer cancel()
 	configMaps := s.client.CoreV1().ConfigMaps(s.namespace)
@@ -401,7 +393,7 @@ func (s *allocationStore) reconcile(term context.Context, want *demanded) error 
 
 // next computes the ConfigMap data for want from data, keeping the values that do not decode as
 // they are, unless their host now has a valid allocation: their addresses stay held.
-func (s *allocationStore) next(data map[string]string, want *demanded) map[string]string {
+func (s *Store) next(data map[string]string, want *demanded) map[string]string {
 	current, held, errs := decodeAllocations(data)
 	if len(errs) > 0 {
 		allocationErrors.WithLabelValues(reasonCorrupt).Add(float64(len(errs)))
@@ -433,17 +425,17 @@ func (s *allocationStore) next(data map[string]string, want *demanded) map[strin
 
 // warnConflicts logs each host whose live VIP became a conflict once, until it no longer is one.
 // Owned by the reconciler goroutine.
-func (s *allocationStore) warnConflicts(hosts []string) {
+func (s *Store) warnConflicts(hosts []string) {
 	warnNew(&s.conflicted, hosts, func(h string) string {
 		return fmt.Sprintf("allocations ConfigMap %s: a ServiceEntry now declares a VIP of %s (or another host holds it); "+
 			"it is kept, as moving it would break its clients: delete key %q to renumber it",
-			s.key(), h, strings.TrimSuffix(h, "."))
+			s.Key(), h, strings.TrimSuffix(h, "."))
 	})
 }
 
-func (s *allocationStore) warnExhausted(hosts []string) {
+func (s *Store) warnExhausted(hosts []string) {
 	warnNew(&s.exhausted, hosts, func(h string) string {
-		return fmt.Sprintf("allocations ConfigMap %s: no VIP for %s: the autoallocate ranges are full", s.key(), h)
+		return fmt.Sprintf("allocations ConfigMap %s: no VIP for %s: the autoallocate ranges are full", s.Key(), h)
 	})
 }
 
@@ -470,7 +462,7 @@ func (e *storeError) Error() string { return e.err.Error() }
 
 // watchError counts the informer's failures to list or watch the ConfigMap; a closed or expired
 // watch is routine.
-func (s *allocationStore) watchError(_ *cache.Reflector, err error) {
+func (s *Store) watchError(_ *cache.Reflector, err error) {
 	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || apierrors.IsResourceExpired(err) || apierrors.IsGone(err) {
 		return
 	}
@@ -478,7 +470,7 @@ func (s *allocationStore) watchError(_ *cache.Reflector, err error) {
 }
 
 // fail counts err and logs it unless it is the error last logged for reason.
-func (s *allocationStore) fail(reason string, err error) {
+func (s *Store) fail(reason string, err error) {
 	allocationErrors.WithLabelValues(reason).Inc()
 	msg := err.Error()
 	s.mu.Lock()
@@ -488,14 +480,14 @@ func (s *allocationStore) fail(reason string, err error) {
 	}
 	s.failed[reason] = msg
 	if reason == reasonWriteFailed {
-		log.Errorf("allocations ConfigMap %s: %s; new hosts get no VIP until a write succeeds", s.key(), msg)
+		log.Errorf("allocations ConfigMap %s: %s; new hosts get no VIP until a write succeeds", s.Key(), msg)
 		return
 	}
-	log.Errorf("allocations ConfigMap %s: %s; no new VIP is handed out until it can be read", s.key(), msg)
+	log.Errorf("allocations ConfigMap %s: %s; no new VIP is handed out until it can be read", s.Key(), msg)
 }
 
 // recovered forgets the errors last logged for reasons, so that a recurrence is logged again.
-func (s *allocationStore) recovered(reasons ...string) {
+func (s *Store) recovered(reasons ...string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, r := range reasons {

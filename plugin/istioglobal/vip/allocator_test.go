@@ -1,4 +1,4 @@
-package istioglobal
+package vip
 
 import (
 	"fmt"
@@ -12,13 +12,13 @@ import (
 	"time"
 )
 
-func mustAllocator(t testing.TB, grace time.Duration, ranges ...string) *allocator {
+func mustAllocator(t testing.TB, grace time.Duration, ranges ...string) *Allocator {
 	t.Helper()
 	var ps []netip.Prefix
 	for _, r := range ranges {
 		ps = append(ps, netip.MustParsePrefix(r))
 	}
-	a, err := newAllocator(ps, grace)
+	a, err := New(ps, grace)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -137,7 +137,7 @@ func TestAllocatorRanges(t *testing.T) {
 		for _, r := range tc.ranges {
 			ps = append(ps, netip.MustParsePrefix(r))
 		}
-		_, err := newAllocator(ps, tc.grace)
+		_, err := New(ps, tc.grace)
 		switch {
 		case tc.err == "" && err != nil:
 			t.Errorf("%v: %v", tc.ranges, err)
@@ -145,7 +145,7 @@ func TestAllocatorRanges(t *testing.T) {
 			t.Errorf("%v: error %v, want one naming %q", tc.ranges, err, tc.err)
 		}
 	}
-	if _, err := newAllocator([]netip.Prefix{{}}, 0); err == nil {
+	if _, err := New([]netip.Prefix{{}}, 0); err == nil {
 		t.Error("the zero prefix is accepted")
 	}
 }
@@ -160,7 +160,7 @@ func TestAllocatorCapacity(t *testing.T) {
 		{[]string{"2001:2::/48", "2001:3::/64"}, 0, 1<<64 - 1}, // saturates
 		{nil, 0, 0},
 	} {
-		v4, v6 := mustAllocator(t, 0, tc.ranges...).capacity()
+		v4, v6 := mustAllocator(t, 0, tc.ranges...).Capacity()
 		if v4 != tc.v4 || v6 != tc.v6 {
 			t.Errorf("%v: capacity %d, %d; want %d, %d", tc.ranges, v4, v6, tc.v4, tc.v6)
 		}
@@ -180,11 +180,11 @@ func TestAllocateHashIsFNV1a64(t *testing.T) {
 // the older proxy-side auto-allocation); a default of ours inside them could equal a VIP Istio
 // gives another host.
 func TestDefaultAllocateRangesAvoidIstio(t *testing.T) {
-	if _, err := newAllocator(defaultAllocateRanges, time.Hour); err != nil {
+	if _, err := New(DefaultRanges, time.Hour); err != nil {
 		t.Fatal(err)
 	}
 	families := map[bool]int{}
-	for _, r := range defaultAllocateRanges {
+	for _, r := range DefaultRanges {
 		families[r.Addr().Is4()]++
 		for _, istio := range []string{"240.240.0.0/16", "2001:2::/48"} {
 			if r.Overlaps(netip.MustParsePrefix(istio)) {
@@ -193,19 +193,19 @@ func TestDefaultAllocateRangesAvoidIstio(t *testing.T) {
 		}
 	}
 	if families[true] != 1 || families[false] != 1 {
-		t.Errorf("defaults %v: want one IPv4 and one IPv6 range", defaultAllocateRanges)
+		t.Errorf("defaults %v: want one IPv4 and one IPv6 range", DefaultRanges)
 	}
 }
 
 // TestVIPDefaultRangesMapping pins where a host's first candidate lies in the default ranges:
 // the range's address + 1 + hash mod size. Changing it renumbers every deterministic VIP.
 func TestVIPDefaultRangesMapping(t *testing.T) {
-	a, err := newAllocator(defaultAllocateRanges, time.Hour)
+	a, err := New(DefaultRanges, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var v4, v6 netip.Prefix
-	for _, r := range defaultAllocateRanges {
+	for _, r := range DefaultRanges {
 		if r.Addr().Is4() {
 			v4 = r
 		} else {
@@ -217,7 +217,7 @@ func TestVIPDefaultRangesMapping(t *testing.T) {
 	}
 	size4 := uint64(1)<<(32-v4.Bits()) - 2
 	hosts := allocHosts("svc", 50)
-	vips, exhausted := a.deterministic(hosts, unreserved)
+	vips, exhausted := a.Deterministic(hosts, unreserved)
 	if len(exhausted) != 0 {
 		t.Fatalf("exhausted: %v", exhausted)
 	}
@@ -265,12 +265,12 @@ func TestVIPDeterministicMatchesReference(t *testing.T) {
 			res = append(res, all[rng.IntN(len(all))])
 		}
 		hosts := allocHosts(fmt.Sprintf("h%d-", i), rng.IntN(90))
-		got, gotEx := a.deterministic(hosts, reservedOf(res...))
+		got, gotEx := a.Deterministic(hosts, reservedOf(res...))
 		want, wantEx := referenceDeterministic(ps, hosts, reservedOf(res...))
 		if !maps.Equal(got, want) || !slices.Equal(gotEx, wantEx) {
 			t.Fatalf("%v, %d hosts, reserved %v:\ngot  %v %v\nwant %v %v", ranges, len(hosts), res, got, gotEx, want, wantEx)
 		}
-		again, againEx := a.deterministic(hosts, reservedOf(res...))
+		again, againEx := a.Deterministic(hosts, reservedOf(res...))
 		if !maps.Equal(got, again) || !slices.Equal(gotEx, againEx) {
 			t.Fatal("same input, different output")
 		}
@@ -281,12 +281,12 @@ func TestVIPDeterministicMatchesReference(t *testing.T) {
 func TestVIPOrderIndependent(t *testing.T) {
 	a := mustAllocator(t, 0, "240.241.0.0/16", "2001:2:0:1::/64")
 	hosts := allocHosts("svc", 50)
-	want, _ := a.deterministic(hosts, unreserved)
+	want, _ := a.Deterministic(hosts, unreserved)
 	rng := rand.New(rand.NewPCG(3, 4))
 	for range 20 {
 		shuffled := slices.Clone(hosts)
 		rng.Shuffle(len(shuffled), func(i, j int) { shuffled[i], shuffled[j] = shuffled[j], shuffled[i] })
-		if got, _ := a.deterministic(shuffled, unreserved); !maps.Equal(got, want) {
+		if got, _ := a.Deterministic(shuffled, unreserved); !maps.Equal(got, want) {
 			t.Fatalf("order %v changed the VIPs", shuffled)
 		}
 	}
@@ -295,7 +295,7 @@ func TestVIPOrderIndependent(t *testing.T) {
 func TestVIPUnique(t *testing.T) {
 	a := mustAllocator(t, 0, "240.241.0.0/20", "2001:2::/116")
 	hosts := allocHosts("svc", 4000) // 4094 and 4095 usable: long probes
-	vips, exhausted := a.deterministic(hosts, unreserved)
+	vips, exhausted := a.Deterministic(hosts, unreserved)
 	if len(exhausted) != 0 || len(vips) != len(hosts) {
 		t.Fatalf("%d VIPs, exhausted %d", len(vips), len(exhausted))
 	}
@@ -313,12 +313,12 @@ func TestVIPUnique(t *testing.T) {
 func TestVIPSkipsReservedAndNetworkAddresses(t *testing.T) {
 	a := mustAllocator(t, 0, "240.241.0.0/29", "2001:2::/125")
 	host := "httpbin.bar.global."
-	first, _ := a.deterministic([]string{host}, unreserved)
+	first, _ := a.Deterministic([]string{host}, unreserved)
 	v := first[host]
 	if !v.V4.IsValid() || !v.V6.IsValid() {
 		t.Fatalf("%v", v)
 	}
-	second, _ := a.deterministic([]string{host}, reservedOf(v.V4, v.V6))
+	second, _ := a.Deterministic([]string{host}, reservedOf(v.V4, v.V6))
 	ranges := []netip.Prefix{netip.MustParsePrefix("240.241.0.0/29"), netip.MustParsePrefix("2001:2::/125")}
 	want4 := afterIn(usableIn(ranges, true), v.V4)
 	want6 := afterIn(usableIn(ranges, false), v.V6)
@@ -327,7 +327,7 @@ func TestVIPSkipsReservedAndNetworkAddresses(t *testing.T) {
 	}
 
 	// Full ranges: exactly the usable addresses, never the network, broadcast or anycast one.
-	vips, exhausted := a.deterministic(allocHosts("svc", 7), unreserved)
+	vips, exhausted := a.Deterministic(allocHosts("svc", 7), unreserved)
 	var got []netip.Addr
 	for _, v := range vips {
 		got = append(got, v.V4, v.V6)
@@ -347,7 +347,7 @@ func TestVIPSkipsReservedAndNetworkAddresses(t *testing.T) {
 
 	// Everything reserved but one address.
 	all := usableIn([]netip.Prefix{netip.MustParsePrefix("240.241.0.0/29")}, true)
-	only, _ := mustAllocator(t, 0, "240.241.0.0/29").deterministic([]string{host}, reservedOf(slices.Delete(slices.Clone(all), 3, 4)...))
+	only, _ := mustAllocator(t, 0, "240.241.0.0/29").Deterministic([]string{host}, reservedOf(slices.Delete(slices.Clone(all), 3, 4)...))
 	if only[host].V4 != all[3] {
 		t.Errorf("got %v, want the one free address %v", only[host], all[3])
 	}
@@ -356,7 +356,7 @@ func TestVIPSkipsReservedAndNetworkAddresses(t *testing.T) {
 func TestVIPExhaustion(t *testing.T) {
 	hosts := allocHosts("svc", 4)
 	a := mustAllocator(t, 0, "240.241.0.0/30", "2001:2::/126") // 2 and 3 usable
-	vips, exhausted := a.deterministic(hosts, unreserved)
+	vips, exhausted := a.Deterministic(hosts, unreserved)
 	if want := hosts[2:]; !slices.Equal(exhausted, want) {
 		t.Errorf("exhausted %v, want %v", exhausted, want)
 	}
@@ -374,7 +374,7 @@ func TestVIPExhaustion(t *testing.T) {
 
 	// Several ranges probe as one: all of them fill up before anyone is exhausted.
 	a = mustAllocator(t, 0, "240.241.0.0/30", "240.241.1.0/30")
-	vips, exhausted = a.deterministic(allocHosts("svc", 5), unreserved)
+	vips, exhausted = a.Deterministic(allocHosts("svc", 5), unreserved)
 	if len(vips) != 4 || len(exhausted) != 1 {
 		t.Errorf("%v, exhausted %v", vips, exhausted)
 	}
@@ -382,7 +382,7 @@ func TestVIPExhaustion(t *testing.T) {
 	// A reserved CIDR covering a huge range ends the probe instead of running for ever.
 	a = mustAllocator(t, 0, "2001:2:0:1::/64")
 	block := netip.MustParsePrefix("2001:2::/48")
-	vips, exhausted = a.deterministic(allocHosts("svc", 1000), block.Contains)
+	vips, exhausted = a.Deterministic(allocHosts("svc", 1000), block.Contains)
 	if len(vips) != 0 || len(exhausted) != 1000 {
 		t.Errorf("%d VIPs, %d exhausted, want none and all", len(vips), len(exhausted))
 	}
@@ -399,7 +399,7 @@ func TestVIPFamilies(t *testing.T) {
 		{[]string{"240.241.0.0/24", "2001:2::/120"}, true, true},
 		{nil, false, false},
 	} {
-		vips, exhausted := mustAllocator(t, 0, tc.ranges...).deterministic(hosts, unreserved)
+		vips, exhausted := mustAllocator(t, 0, tc.ranges...).Deterministic(hosts, unreserved)
 		if len(exhausted) != 0 {
 			t.Errorf("%v: exhausted %v", tc.ranges, exhausted)
 		}
@@ -417,7 +417,7 @@ func TestVIPFamilies(t *testing.T) {
 func TestVIPDeterministicStability(t *testing.T) {
 	ranges := []netip.Prefix{netip.MustParsePrefix("240.241.0.0/26"), netip.MustParsePrefix("2001:2::/122")}
 	lists := [2][]netip.Addr{usableIn(ranges, true), usableIn(ranges, false)}
-	a, err := newAllocator(ranges, 0)
+	a, err := New(ranges, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -429,10 +429,10 @@ func TestVIPDeterministicStability(t *testing.T) {
 			res = append(res, lists[rng.IntN(2)][rng.IntN(62)])
 		}
 		reserved := reservedOf(res...)
-		before, _ := a.deterministic(hosts, reserved)
+		before, _ := a.Deterministic(hosts, reserved)
 
 		grown := append(slices.Clone(hosts), allocHosts(fmt.Sprintf("new%d-", i), rng.IntN(20))...)
-		after, _ := a.deterministic(grown, reserved)
+		after, _ := a.Deterministic(grown, reserved)
 		for _, h := range hosts {
 			if after[h] != before[h] {
 				t.Fatalf("appending hosts moved %s: %v → %v", h, before[h], after[h])
@@ -440,7 +440,7 @@ func TestVIPDeterministicStability(t *testing.T) {
 		}
 
 		kept := slices.DeleteFunc(slices.Clone(hosts), func(string) bool { return rng.IntN(3) == 0 })
-		after, _ = a.deterministic(kept, reserved)
+		after, _ = a.Deterministic(kept, reserved)
 		for _, h := range kept {
 			for fam, pair := range [2][2]netip.Addr{{before[h].V4, after[h].V4}, {before[h].V6, after[h].V6}} {
 				old, now := pair[0], pair[1]
@@ -486,7 +486,7 @@ var (
 
 func TestAllocateNextKeepsLive(t *testing.T) {
 	a := mustAllocator(t, allocGrace, "240.241.0.0/24", "2001:2::/120")
-	current := map[string]Allocation{
+	current := map[string]allocation{
 		"a.ns.global.": {VIPs: VIPs{mustAddr("240.241.0.9"), mustAddr("2001:2::9")}},
 		"b.ns.global.": {VIPs: VIPs{mustAddr("240.241.0.10"), mustAddr("2001:2::10")}, Released: allocT0.Add(-time.Minute)},
 	}
@@ -513,8 +513,8 @@ func TestAllocateNextKeepsLive(t *testing.T) {
 
 func TestAllocateNextReleasesAndDrops(t *testing.T) {
 	a := mustAllocator(t, allocGrace, "240.241.0.0/30") // two addresses
-	live := Allocation{VIPs: VIPs{V4: mustAddr("240.241.0.1")}}
-	current := map[string]Allocation{"a.ns.global.": live, "b.ns.global.": {VIPs: VIPs{V4: mustAddr("240.241.0.2")}}}
+	live := allocation{VIPs: VIPs{V4: mustAddr("240.241.0.1")}}
+	current := map[string]allocation{"a.ns.global.": live, "b.ns.global.": {VIPs: VIPs{V4: mustAddr("240.241.0.2")}}}
 
 	// a goes away: released now, its address held.
 	step1, _, _ := a.next(current, []string{"b.ns.global."}, unreserved, allocT0)
@@ -556,7 +556,7 @@ func TestAllocateNextComesBack(t *testing.T) {
 
 func TestAllocateNextConflicts(t *testing.T) {
 	a := mustAllocator(t, allocGrace, "240.241.0.0/24", "2001:2::/120")
-	current := map[string]Allocation{
+	current := map[string]allocation{
 		"a.ns.global.": {VIPs: VIPs{mustAddr("240.241.0.9"), mustAddr("2001:2::9")}},
 		"b.ns.global.": {VIPs: VIPs{mustAddr("240.241.0.10"), mustAddr("2001:2::10")}},
 		"z.ns.global.": {VIPs: VIPs{V6: mustAddr("2001:2::11")}, Released: allocT0}, // released: no conflict to report
@@ -572,7 +572,7 @@ func TestAllocateNextConflicts(t *testing.T) {
 	}
 
 	// Two live hosts holding one address (a hand-edited ConfigMap): both reported, neither moved.
-	current["b.ns.global."] = Allocation{VIPs: VIPs{mustAddr("240.241.0.9"), mustAddr("2001:2::10")}}
+	current["b.ns.global."] = allocation{VIPs: VIPs{mustAddr("240.241.0.9"), mustAddr("2001:2::10")}}
 	next, _, conflicts = a.next(current, hosts, unreserved, allocT0)
 	if !slices.Equal(conflicts, hosts) || next["b.ns.global."] != current["b.ns.global."] {
 		t.Errorf("conflicts %v, b %v", conflicts, next["b.ns.global."])
@@ -580,7 +580,7 @@ func TestAllocateNextConflicts(t *testing.T) {
 }
 
 func TestAllocateNextRangeChanges(t *testing.T) {
-	current := map[string]Allocation{
+	current := map[string]allocation{
 		"a.ns.global.": {VIPs: VIPs{V4: mustAddr("240.241.0.9")}},
 		"b.ns.global.": {VIPs: VIPs{mustAddr("10.9.9.9"), mustAddr("2001:db8::1")}},
 	}
@@ -601,7 +601,7 @@ func TestAllocateNextRangeChanges(t *testing.T) {
 
 	// IPv6 is switched off: a keeps nothing less, gains nothing.
 	a = mustAllocator(t, allocGrace, "240.241.0.0/24")
-	next, _, _ = a.next(map[string]Allocation{"a.ns.global.": got}, hosts[:1], unreserved, allocT0)
+	next, _, _ = a.next(map[string]allocation{"a.ns.global.": got}, hosts[:1], unreserved, allocT0)
 	if next["a.ns.global."] != got {
 		t.Errorf("family removed: %v, want %v", next["a.ns.global."], got)
 	}
@@ -610,7 +610,7 @@ func TestAllocateNextRangeChanges(t *testing.T) {
 func TestAllocateNextDoesNotMutate(t *testing.T) {
 	a := mustAllocator(t, allocGrace, "240.241.0.0/28", "2001:2::/124")
 	current, _, _ := a.next(nil, allocHosts("svc", 8), unreserved, allocT0)
-	current["old.ns.global."] = Allocation{VIPs: VIPs{V4: mustAddr("240.241.0.15")}, Released: allocT0.Add(-2 * allocGrace)}
+	current["old.ns.global."] = allocation{VIPs: VIPs{V4: mustAddr("240.241.0.15")}, Released: allocT0.Add(-2 * allocGrace)}
 	saved := maps.Clone(current)
 	a.next(current, allocHosts("svc", 12)[4:], reservedOf(current["svc5.ns5.global."].V4), allocT0)
 	if !maps.Equal(current, saved) {
@@ -622,7 +622,7 @@ func TestAllocateNextMatchesDeterministic(t *testing.T) {
 	a := mustAllocator(t, allocGrace, "240.241.0.0/26", "2001:2::/122")
 	hosts := append(allocHosts("svc", 70), "svc3.ns3.global.") // with a duplicate
 	reserved := reservedOf(mustAddr("240.241.0.20"), mustAddr("2001:2::20"))
-	vips, exhausted := a.deterministic(hosts, reserved)
+	vips, exhausted := a.Deterministic(hosts, reserved)
 	next, nextExhausted, _ := a.next(nil, hosts, reserved, allocT0)
 	if len(next) != len(vips) || !slices.Equal(exhausted, nextExhausted) {
 		t.Fatalf("%d vs %d hosts, exhausted %v vs %v", len(next), len(vips), nextExhausted, exhausted)
@@ -638,7 +638,7 @@ func TestAllocateNextMatchesDeterministic(t *testing.T) {
 }
 
 func TestAllocationsEncoding(t *testing.T) {
-	m := map[string]Allocation{
+	m := map[string]allocation{
 		"httpbin.bar.global.": {VIPs: VIPs{mustAddr("240.240.0.7"), mustAddr("2001:2::7")}},
 		"v4.bar.global.":      {VIPs: VIPs{V4: mustAddr("240.240.0.8")}},
 		"v6.bar.global.":      {VIPs: VIPs{V6: mustAddr("2001:2::8")}},
@@ -662,10 +662,10 @@ func TestAllocationsEncoding(t *testing.T) {
 	if len(held)+len(errs) != 0 {
 		t.Errorf("held %v, errs %v", held, errs)
 	}
-	if !maps.EqualFunc(back, m, func(x, y Allocation) bool { return x.VIPs == y.VIPs && x.Released.Equal(y.Released) }) {
+	if !maps.EqualFunc(back, m, func(x, y allocation) bool { return x.VIPs == y.VIPs && x.Released.Equal(y.Released) }) {
 		t.Errorf("round trip\n%v\nwant\n%v", back, m)
 	}
-	if _, ok := encodeAllocations(map[string]Allocation{"empty.global.": {}})["empty.global"]; ok {
+	if _, ok := encodeAllocations(map[string]allocation{"empty.global.": {}})["empty.global"]; ok {
 		t.Error("an allocation without address is encoded")
 	}
 }
@@ -735,11 +735,11 @@ func TestAllocateNextProperties(t *testing.T) {
 		lists := [2][]netip.Addr{usableIn(ps, true), usableIn(ps, false)}
 		usable := append(slices.Clone(lists[0]), lists[1]...)
 
-		state := map[string]Allocation{}
+		state := map[string]allocation{}
 		created := map[string]int{}      // live host → creation order
 		goneAt := map[string]time.Time{} // when a host live at the step before went away
 		wasLive, live := map[string]bool{}, map[string]bool{}
-		saved, prevHolder, holder, short := map[string]Allocation{}, map[netip.Addr]string{}, map[netip.Addr]string{}, map[string]bool{}
+		saved, prevHolder, holder, short := map[string]allocation{}, map[netip.Addr]string{}, map[netip.Addr]string{}, map[string]bool{}
 		last := map[string]VIPs{}
 		res := map[netip.Addr]bool{}
 		reserved := func(x netip.Addr) bool { return res[x] }

@@ -1,4 +1,4 @@
-package istioglobal
+package vip
 
 import (
 	"context"
@@ -31,7 +31,7 @@ var storeRanges = []netip.Prefix{netip.MustParsePrefix("240.241.0.0/28"), netip.
 
 // startStore starts a store on a fake clientset holding objs, with election timings short
 // enough for tests, and waits until it has synced.
-func startStore(t *testing.T, objs ...runtime.Object) (*allocationStore, *fake.Clientset, *atomic.Int32) {
+func startStore(t *testing.T, objs ...runtime.Object) (*Store, *fake.Clientset, *atomic.Int32) {
 	t.Helper()
 	client := fake.NewClientset(objs...)
 	s, notified := startStoreOn(t, client)
@@ -40,22 +40,22 @@ func startStore(t *testing.T, objs ...runtime.Object) (*allocationStore, *fake.C
 
 // startStoreOn is startStore on client, whose reactors must all be in place: the fake's
 // reactor chain must not change while the store uses it.
-func startStoreOn(t *testing.T, client *fake.Clientset) (*allocationStore, *atomic.Int32) {
+func startStoreOn(t *testing.T, client *fake.Clientset) (*Store, *atomic.Int32) {
 	t.Helper()
-	alloc, err := newAllocator(storeRanges, time.Hour)
+	alloc, err := New(storeRanges, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := newAllocationStore(storeNS, storeName, nil, alloc)
+	s := NewStore(storeNS, storeName, nil, alloc)
 	s.client = client
 	s.leaseDuration, s.renewDeadline, s.retryPeriod = 3*time.Second, 2*time.Second, 500*time.Millisecond
 	var notified atomic.Int32
-	if err := s.start(func() { notified.Add(1) }); err != nil {
+	if err := s.Start(func() { notified.Add(1) }); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(s.stop)
+	t.Cleanup(s.Stop)
 	eventually(t, 5*time.Second, func() error {
-		if !s.synced() {
+		if !s.Synced() {
 			return fmt.Errorf("not synced")
 		}
 		return nil
@@ -116,11 +116,11 @@ func value(c prometheus.Metric) float64 {
 func noneReserved(netip.Addr) bool { return false }
 
 // liveHosts waits until current() serves exactly hosts, and returns their VIPs.
-func liveHosts(t *testing.T, s *allocationStore, hosts ...string) map[string]VIPs {
+func liveHosts(t *testing.T, s *Store, hosts ...string) map[string]VIPs {
 	t.Helper()
 	var live map[string]VIPs
 	eventually(t, 5*time.Second, func() error {
-		live, _ = s.current()
+		live, _ = s.Current()
 		if got := slices.Sorted(maps.Keys(live)); !slices.Equal(got, slices.Sorted(slices.Values(hosts))) {
 			return fmt.Errorf("current serves %v, want %v", got, hosts)
 		}
@@ -129,7 +129,7 @@ func liveHosts(t *testing.T, s *allocationStore, hosts ...string) map[string]VIP
 	return live
 }
 
-func waitLeading(t *testing.T, s *allocationStore) {
+func waitLeading(t *testing.T, s *Store) {
 	t.Helper()
 	eventually(t, 5*time.Second, func() error {
 		if !s.leading() {
@@ -141,7 +141,7 @@ func waitLeading(t *testing.T, s *allocationStore) {
 
 func TestAllocationStoreCurrent(t *testing.T) {
 	released := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
-	data := encodeAllocations(map[string]Allocation{
+	data := encodeAllocations(map[string]allocation{
 		"a.x.global.": {VIPs: VIPs{V4: netip.MustParseAddr("240.241.0.1"), V6: netip.MustParseAddr("2001:2:0:1::1")}},
 		"b.x.global.": {VIPs: VIPs{V4: netip.MustParseAddr("240.241.0.2"), V6: netip.MustParseAddr("2001:2:0:1::2")}, Released: released},
 	})
@@ -149,14 +149,13 @@ func TestAllocationStoreCurrent(t *testing.T) {
 	// A replica that does not lead serves what the ConfigMap holds all the same.
 	s, _, notified := startStore(t, configMap(data), heldLease("other", 3600))
 
-	live, problems := s.current()
+	live, corrupt := s.Current()
 	want := map[string]VIPs{"a.x.global.": {V4: netip.MustParseAddr("240.241.0.1"), V6: netip.MustParseAddr("2001:2:0:1::1")}}
 	if !maps.Equal(live, want) {
 		t.Errorf("live %v, want %v (released and corrupt entries are not served)", live, want)
 	}
-	if len(problems) != 1 || problems[0].Kind != kindAllocation || problems[0].Reason != reasonCorrupt ||
-		problems[0].Entry != storeNS+"/"+storeName || !strings.Contains(problems[0].Detail, "c.x.global") {
-		t.Errorf("problems %+v, want one corrupt allocation naming its key", problems)
+	if len(corrupt) != 1 || !strings.Contains(corrupt[0].Error(), "c.x.global") || s.Key() != storeNS+"/"+storeName {
+		t.Errorf("corrupt %v (store %s), want one error naming the entry's key", corrupt, s.Key())
 	}
 	if notified.Load() == 0 {
 		t.Error("notify was not called once synced")
@@ -168,7 +167,7 @@ func TestAllocationStoreCurrent(t *testing.T) {
 
 func TestAllocationStoreMissingConfigMapIsSyncedAndEmpty(t *testing.T) {
 	s, _, _ := startStore(t, heldLease("other", 3600))
-	if live, problems := s.current(); len(live) != 0 || len(problems) != 0 {
+	if live, problems := s.Current(); len(live) != 0 || len(problems) != 0 {
 		t.Errorf("current() = %v, %v; want nothing", live, problems)
 	}
 }
@@ -180,7 +179,7 @@ func TestAllocationStoreLeaderWrites(t *testing.T) {
 		t.Errorf("leader gauge %v, want 1", v)
 	}
 
-	s.demand([]string{"a.x.global.", "b.x.global."}, noneReserved)
+	s.Demand([]string{"a.x.global.", "b.x.global."}, noneReserved)
 	first := liveHosts(t, s, "a.x.global.", "b.x.global.")
 	if n := writes(client, "create"); n != 1 {
 		t.Errorf("%d creates, want 1", n)
@@ -191,7 +190,7 @@ func TestAllocationStoreLeaderWrites(t *testing.T) {
 	}
 
 	// A third host: one update, and a and b keep their VIPs.
-	s.demand([]string{"a.x.global.", "b.x.global.", "c.x.global."}, noneReserved)
+	s.Demand([]string{"a.x.global.", "b.x.global.", "c.x.global."}, noneReserved)
 	second := liveHosts(t, s, "a.x.global.", "b.x.global.", "c.x.global.")
 	for h, v := range first {
 		if second[h] != v {
@@ -212,17 +211,17 @@ func TestAllocationStoreLeaderWrites(t *testing.T) {
 	// The same demand again, many times: nothing to write. Then one more host: exactly one
 	// update, which also shows the repeated demands were handled first.
 	for range 5 {
-		s.demand([]string{"a.x.global.", "b.x.global.", "c.x.global."}, noneReserved)
+		s.Demand([]string{"a.x.global.", "b.x.global.", "c.x.global."}, noneReserved)
 		time.Sleep(20 * time.Millisecond)
 	}
-	s.demand([]string{"a.x.global.", "b.x.global.", "c.x.global.", "d.x.global."}, noneReserved)
+	s.Demand([]string{"a.x.global.", "b.x.global.", "c.x.global.", "d.x.global."}, noneReserved)
 	liveHosts(t, s, "a.x.global.", "b.x.global.", "c.x.global.", "d.x.global.")
 	if n := writes(client, "update", "create"); n != 3 {
 		t.Errorf("%d writes, want 3: the unchanged demands wrote", n)
 	}
 
 	// A host no longer wanted is released (not served), and its VIP is not handed out again.
-	s.demand([]string{"a.x.global.", "c.x.global.", "d.x.global.", "e.x.global."}, noneReserved)
+	s.Demand([]string{"a.x.global.", "c.x.global.", "d.x.global.", "e.x.global."}, noneReserved)
 	third := liveHosts(t, s, "a.x.global.", "c.x.global.", "d.x.global.", "e.x.global.")
 	if e := third["e.x.global."]; e.V4 == second["b.x.global."].V4 || e.V6 == second["b.x.global."].V6 {
 		t.Errorf("e got b's VIPs %v within the grace period", e)
@@ -231,7 +230,7 @@ func TestAllocationStoreLeaderWrites(t *testing.T) {
 		t.Errorf("b's released allocation is gone: %v", stored(t, client))
 	}
 
-	s.stop()
+	s.Stop()
 	lease, err := client.CoordinationV1().Leases(storeNS).Get(context.Background(), storeName, metav1.GetOptions{})
 	if err != nil || lease.Spec.HolderIdentity != nil && *lease.Spec.HolderIdentity != "" {
 		t.Errorf("after stop the Lease is %+v (%v), want released", lease, err)
@@ -254,7 +253,7 @@ func TestAllocationStoreHoldsCorruptAddresses(t *testing.T) {
 	waitLeading(t, s)
 	before := value(allocationErrors.WithLabelValues(reasonCorrupt))
 
-	s.demand([]string{"a.x.global.", "b.x.global."}, noneReserved)
+	s.Demand([]string{"a.x.global.", "b.x.global."}, noneReserved)
 	live := liveHosts(t, s, "a.x.global.", "b.x.global.")
 	free := map[netip.Addr]bool{netip.MustParseAddr("240.241.0.1"): true, netip.MustParseAddr("240.241.0.14"): true}
 	for h, v := range live {
@@ -278,7 +277,7 @@ func TestAllocationStoreReservedAddresses(t *testing.T) {
 	waitLeading(t, s)
 	// Everything but 240.241.0.9 is declared by some ServiceEntry.
 	free := netip.MustParseAddr("240.241.0.9")
-	s.demand([]string{"a.x.global."}, func(a netip.Addr) bool { return a.Is4() && a != free })
+	s.Demand([]string{"a.x.global."}, func(a netip.Addr) bool { return a.Is4() && a != free })
 	if v := liveHosts(t, s, "a.x.global.")["a.x.global."]; v.V4 != free {
 		t.Errorf("a got %v, want the one address not reserved, %s", v, free)
 	}
@@ -286,12 +285,12 @@ func TestAllocationStoreReservedAddresses(t *testing.T) {
 
 func TestAllocationStoreKeepsConflictingVIPs(t *testing.T) {
 	a := VIPs{V4: netip.MustParseAddr("240.241.0.1"), V6: netip.MustParseAddr("2001:2:0:1::1")}
-	data := encodeAllocations(map[string]Allocation{"a.x.global.": {VIPs: a}})
+	data := encodeAllocations(map[string]allocation{"a.x.global.": {VIPs: a}})
 	s, client, _ := startStore(t, configMap(maps.Clone(data)))
 	waitLeading(t, s)
 
 	// A ServiceEntry now declares a's IPv4 VIP: a keeps it, and the conflict is reported.
-	s.demand([]string{"a.x.global.", "b.x.global."}, func(x netip.Addr) bool { return x == a.V4 })
+	s.Demand([]string{"a.x.global.", "b.x.global."}, func(x netip.Addr) bool { return x == a.V4 })
 	live := liveHosts(t, s, "a.x.global.", "b.x.global.")
 	if live["a.x.global."] != a {
 		t.Errorf("a moved to %v", live["a.x.global."])
@@ -302,7 +301,7 @@ func TestAllocationStoreKeepsConflictingVIPs(t *testing.T) {
 		}
 		return nil
 	})
-	s.demand([]string{"a.x.global.", "b.x.global."}, noneReserved)
+	s.Demand([]string{"a.x.global.", "b.x.global."}, noneReserved)
 	eventually(t, 5*time.Second, func() error {
 		if v := value(allocationConflicts); v != 0 {
 			return fmt.Errorf("conflicts gauge %v once resolved, want 0", v)
@@ -327,7 +326,7 @@ func TestAllocationStoreRetriesConflicts(t *testing.T) {
 	waitLeading(t, s)
 	client.ClearActions()
 
-	s.demand([]string{"a.x.global."}, noneReserved)
+	s.Demand([]string{"a.x.global."}, noneReserved)
 	liveHosts(t, s, "a.x.global.")
 	if n := writes(client, "update"); n != 2 {
 		t.Errorf("%d updates, want 2: one conflict, one retry", n)
@@ -351,14 +350,14 @@ func TestAllocationStoreWriteFailure(t *testing.T) {
 	waitLeading(t, s)
 	before := value(allocationErrors.WithLabelValues(reasonWriteFailed))
 
-	s.demand([]string{"a.x.global."}, noneReserved)
+	s.Demand([]string{"a.x.global."}, noneReserved)
 	eventually(t, 5*time.Second, func() error {
 		if value(allocationErrors.WithLabelValues(reasonWriteFailed)) < before+2 {
 			return fmt.Errorf("the failed write was not retried and counted")
 		}
 		return nil
 	})
-	if live, _ := s.current(); len(live) != 0 {
+	if live, _ := s.Current(); len(live) != 0 {
 		t.Errorf("serves %v although nothing was written", live)
 	}
 	// Without a new demand, the retry succeeds once the API server lets it.
@@ -385,7 +384,7 @@ func TestAllocationStoreUnreadable(t *testing.T) {
 
 func TestAllocationStoreFollowerWritesNothing(t *testing.T) {
 	s, client, _ := startStore(t, heldLease("other", 3600))
-	s.demand([]string{"a.x.global."}, noneReserved)
+	s.Demand([]string{"a.x.global."}, noneReserved)
 	time.Sleep(3 * s.retryPeriod)
 	if s.leading() || writes(client, "create", "update") != 0 {
 		t.Errorf("a follower wrote: leading=%v, ConfigMap %v", s.leading(), stored(t, client))
@@ -398,8 +397,8 @@ func TestAllocationStoreFollowerWritesNothing(t *testing.T) {
 func TestAllocationStoreNewLeaderActsOnLatestDemand(t *testing.T) {
 	// The other replica's Lease expires two seconds after we first see it, unrenewed.
 	s, client, _ := startStore(t, heldLease("other", 2))
-	s.demand([]string{"old.x.global."}, noneReserved)
-	s.demand([]string{"a.x.global.", "b.x.global."}, noneReserved)
+	s.Demand([]string{"old.x.global."}, noneReserved)
+	s.Demand([]string{"a.x.global.", "b.x.global."}, noneReserved)
 	for !s.leading() {
 		if n := writes(client, "create", "update"); n != 0 {
 			t.Fatalf("%d writes before leading", n)
@@ -417,28 +416,28 @@ func TestAllocationStoreGivesUpWaiting(t *testing.T) {
 	client.PrependReactor("list", "configmaps", func(k8stesting.Action) (bool, runtime.Object, error) {
 		return true, nil, apierrors.NewForbidden(corev1.Resource("configmaps"), "", fmt.Errorf("no RBAC"))
 	})
-	alloc, err := newAllocator(storeRanges, time.Hour)
+	alloc, err := New(storeRanges, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := newAllocationStore(storeNS, storeName, nil, alloc)
+	s := NewStore(storeNS, storeName, nil, alloc)
 	s.client = client
 	s.syncTimeout = 300 * time.Millisecond
 	var notified atomic.Int32
-	if err := s.start(func() { notified.Add(1) }); err != nil {
+	if err := s.Start(func() { notified.Add(1) }); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(s.stop)
-	if s.synced() {
+	t.Cleanup(s.Stop)
+	if s.Synced() {
 		t.Fatal("synced before the ConfigMap was read or the wait given up")
 	}
 	eventually(t, 5*time.Second, func() error {
-		if !s.synced() || notified.Load() == 0 {
-			return fmt.Errorf("synced=%v notified=%d after the sync timeout", s.synced(), notified.Load())
+		if !s.Synced() || notified.Load() == 0 {
+			return fmt.Errorf("synced=%v notified=%d after the sync timeout", s.Synced(), notified.Load())
 		}
 		return nil
 	})
-	if live, _ := s.current(); len(live) != 0 {
+	if live, _ := s.Current(); len(live) != 0 {
 		t.Errorf("serves %v from a ConfigMap it never read", live)
 	}
 }
@@ -450,18 +449,30 @@ func TestAllocationStoreReportsExhaustion(t *testing.T) {
 	for i := range 20 { // the /28 has 14 usable addresses
 		hosts = append(hosts, fmt.Sprintf("h%d.x.global.", i))
 	}
-	s.demand(hosts, noneReserved)
+	s.Demand(hosts, noneReserved)
 	eventually(t, 5*time.Second, func() error {
 		if v := value(allocationExhausted); v != 6 {
 			return fmt.Errorf("exhausted gauge %v, want 6", v)
 		}
 		return nil
 	})
-	s.demand(hosts[:3], noneReserved) // those three keep theirs; nobody is left wanting
+	s.Demand(hosts[:3], noneReserved) // those three keep theirs; nobody is left wanting
 	eventually(t, 5*time.Second, func() error {
 		if v := value(allocationExhausted); v != 0 {
 			return fmt.Errorf("exhausted gauge %v, want 0", v)
 		}
 		return nil
 	})
+}
+
+// eventually polls cond until it returns nil or the timeout passes.
+func eventually(t *testing.T, timeout time.Duration, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for err := cond(); err != nil; err = cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("after %v: %v", timeout, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
