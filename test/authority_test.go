@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -76,8 +77,14 @@ spec: {hosts: [svc.serial.global], addresses: [` + addr + `]}
 	}
 
 	// The same content written again: read, but nothing to publish.
+	unchanged := metricValue(t, c, `coredns_istioglobal_builds_total{result="unchanged"}`)
 	writeEntries(t, dir, entry("240.0.8.2"))
-	time.Sleep(500 * time.Millisecond)
+	eventually(t, 5*time.Second, func() error {
+		if metricValue(t, c, `coredns_istioglobal_builds_total{result="unchanged"}`) == unchanged {
+			return fmt.Errorf("the rewritten file was not read")
+		}
+		return nil
+	})
 	if s := soaSerial(t, c); s != changed {
 		t.Errorf("serial %d after rewriting the same entries, want it to stay %d", s, changed)
 	}
@@ -137,7 +144,7 @@ func TestSharedAddressAnswersPack(t *testing.T) {
 		}
 	}
 	metrics := c.metrics(t)
-	for _, want := range []string{`coredns_istioglobal_capped{record="ptr"} 1`, fmt.Sprintf(`coredns_istioglobal_capped{record="txt"} %d`, n)} {
+	for _, want := range []string{`coredns_istioglobal_capped{record="ptr"} 1` + "\n", fmt.Sprintf(`coredns_istioglobal_capped{record="txt"} %d`+"\n", n)} {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("metrics lack %s:\n%s", want, grepLines(metrics, "coredns_istioglobal_capped"))
 		}
@@ -221,13 +228,31 @@ func TestStatusOnlyUpdatesPublishNothing(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	time.Sleep(500 * time.Millisecond)
-	if s := soaSerial(t, c); s != before {
-		t.Errorf("serial %d after status-only updates, want it to stay %d", s, before)
-	}
+	// Then a change: the informer delivers events in order, so once it is answered the status
+	// updates have been seen, and only the change may have been published.
+	published := metricValue(t, c, `coredns_istioglobal_builds_total{result="published"}`)
 	applyServiceEntry(t, serviceEntryV1("statusonly", "svc", []string{"svc.statusonly.global"}, "240.0.11.2"))
 	answersWithin(t, c, 5*time.Second, "svc.statusonly.global", "240.0.11.2")
+	if n := metricValue(t, c, `coredns_istioglobal_builds_total{result="published"}`) - published; n != 1 {
+		t.Errorf("%v tables published for status-only updates and one change, want 1", n)
+	}
 	if s := soaSerial(t, c); !serialAfter(s, before) {
 		t.Errorf("serial %d after a change, %d before", s, before)
 	}
+}
+
+// metricValue is the value of one sample (name and labels, exactly as exposed) of c's metrics,
+// 0 when absent.
+func metricValue(t *testing.T, c *coreDNS, sample string) float64 {
+	t.Helper()
+	for _, line := range strings.Split(c.metrics(t), "\n") {
+		if v, ok := strings.CutPrefix(line, sample+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("metric %s: %v", line, err)
+			}
+			return f
+		}
+	}
+	return 0
 }

@@ -125,7 +125,8 @@ func TestPendingVIPsServfail(t *testing.T) {
 	}{
 		{"waiting.x.global.", dns.TypeA, dns.RcodeServerFailure},
 		{"waiting.x.global.", dns.TypeAAAA, dns.RcodeServerFailure},
-		{"waiting.x.global.", dns.TypeMX, dns.RcodeSuccess}, // the name is known to exist
+		{"waiting.x.global.", dns.TypeANY, dns.RcodeServerFailure}, // not its TXT: its A is unknown
+		{"waiting.x.global.", dns.TypeMX, dns.RcodeSuccess},        // the name is known to exist
 		{"done.x.global.", dns.TypeA, dns.RcodeSuccess},
 		{"done.x.global.", dns.TypeAAAA, dns.RcodeSuccess}, // NODATA: no IPv6 VIP, and none pending
 		{"full.x.global.", dns.TypeA, dns.RcodeSuccess},    // NODATA

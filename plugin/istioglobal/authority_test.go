@@ -3,6 +3,7 @@ package istioglobal
 import (
 	"context"
 	"net/netip"
+	"slices"
 	"testing"
 
 	"github.com/coredns/coredns/plugin/pkg/dnstest"
@@ -38,10 +39,13 @@ func TestNameServerElsewhere(t *testing.T) {
 	})
 }
 
-// Without addresses (no nameserver, no bind) the NS target still exists: NODATA, never NXDOMAIN.
+// Without addresses (no nameserver, no bind) the NS target is no name of the table's, so that a
+// wildcard of the zone still covers it (RFC 4592); setup warns about it.
 func TestNameServerWithoutAddresses(t *testing.T) {
 	ig := newTestPlugin(seeds)
-	runCases(t, ig, []test.Case{{Qname: "ns.dns.global.", Qtype: dns.TypeA, Ns: []dns.RR{soa}}})
+	runCases(t, ig, []test.Case{{Qname: "ns.dns.global.", Qtype: dns.TypeA, Rcode: dns.RcodeNameError, Ns: []dns.RR{soa}}})
+	ig = newTestPlugin(append(slices.Clone(seeds), se("foo", "all", 9, hosts("*.global"), "240.0.0.99")))
+	runCases(t, ig, []test.Case{{Qname: "ns.dns.global.", Qtype: dns.TypeA, Answer: []dns.RR{test.A("ns.dns.global. 30 IN A 240.0.0.99")}}})
 }
 
 func TestServiceEntryCannotTakeTheNameServer(t *testing.T) {

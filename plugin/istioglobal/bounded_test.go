@@ -93,12 +93,12 @@ func TestManyEntriesForOneHostAreBounded(t *testing.T) {
 	if a := packedReply(t, ig, "h.x.global.", dns.TypeA); len(a.Answer) != maxAddressesPerHost {
 		t.Errorf("A: %d records, want %d", len(a.Answer), maxAddressesPerHost)
 	}
-	if srv := packedReply(t, ig, "_http._tcp.h.x.global.", dns.TypeSRV); len(srv.Answer) != maxSRVPerName {
-		t.Errorf("SRV: %d records, want %d", len(srv.Answer), maxSRVPerName)
+	if srv := packedReply(t, ig, "_http._tcp.h.x.global.", dns.TypeSRV); len(srv.Answer) != maxPortsPerHost {
+		t.Errorf("SRV: %d records, want %d", len(srv.Answer), maxPortsPerHost)
 	}
 	facts := txtFacts(packedReply(t, ig, "h.x.global.", dns.TypeTXT))
 	for _, want := range []string{"serviceentry=foo/e0", fmt.Sprintf("serviceentry=+%d more", n-maxFactsPerKind),
-		fmt.Sprintf("address=+%d more", n-maxFactsPerKind), fmt.Sprintf("port=+%d more", n-maxFactsPerKind)} {
+		fmt.Sprintf("address=+%d more", maxAddressesPerHost-maxFactsPerKind), fmt.Sprintf("port=+%d more", n-maxPortsPerHost)} {
 		if !hasFact(facts, want) {
 			t.Errorf("TXT lacks %q: %q", want, facts)
 		}
@@ -140,8 +140,8 @@ func TestLargestAnswersPack(t *testing.T) {
 	if len(srvName) != 254 {
 		t.Fatalf("test SRV name has %d characters", len(srvName))
 	}
-	if m := packedReply(t, ig, srvName, dns.TypeSRV); len(m.Answer) != maxSRVPerName || len(m.Extra) != 2*maxAddressesPerHost {
-		t.Errorf("longest SRV: %d answers, %d additional, want %d and %d", len(m.Answer), len(m.Extra), maxSRVPerName, 2*maxAddressesPerHost)
+	if m := packedReply(t, ig, srvName, dns.TypeSRV); len(m.Answer) != maxPortsPerHost || len(m.Extra) != 2*maxAddressesPerHost {
+		t.Errorf("longest SRV: %d answers, %d additional, want %d and %d", len(m.Answer), len(m.Extra), maxPortsPerHost, 2*maxAddressesPerHost)
 	}
 	if len(long(0)) != 253 {
 		t.Fatalf("test host has %d characters", len(long(0)))
@@ -169,4 +169,64 @@ func must(s string, err error) string {
 		panic(err)
 	}
 	return s
+}
+
+// One entry with many hosts, each taking all of the entry's addresses and ports: each host
+// keeps at most the caps, so the table grows with hosts × caps, not hosts × declarations, and
+// the problems stay few and short.
+func TestOneEntryWithManyHostsIsBounded(t *testing.T) {
+	const nHosts, nDecl = 2_000, 2_000
+	e := se("foo", "wide", 0, nil)
+	for i := range nHosts {
+		e.Hosts = append(e.Hosts, fmt.Sprintf("h%d.x.global", i))
+	}
+	for i := range nDecl {
+		e.Addresses = append(e.Addresses, benchAddr(i))
+		e.Ports = append(e.Ports, Port{Name: fmt.Sprintf("p%d", i), Number: uint32(1000 + i), Protocol: "TCP"})
+	}
+	ig := newTestPlugin([]Entry{e}, "global.", "in-addr.arpa.")
+	tb := ig.table.Load()
+	// Per host: the host, _tcp.HOST and maxPortsPerHost SRV names; per served address its
+	// reverse name and the ENTs above it (few).
+	if max := nHosts*(2+maxPortsPerHost) + maxAddressesPerHost*4 + 16; len(tb.names) > max {
+		t.Errorf("%d names, want at most %d", len(tb.names), max)
+	}
+	if a := packedReply(t, ig, "h0.x.global.", dns.TypeA); len(a.Answer) != maxAddressesPerHost {
+		t.Errorf("A: %d records, want %d", len(a.Answer), maxAddressesPerHost)
+	}
+	facts := txtFacts(packedReply(t, ig, "h1.x.global.", dns.TypeTXT))
+	if !hasFact(facts, fmt.Sprintf("port=+%d more", nDecl-maxPortsPerHost)) {
+		t.Errorf("TXT does not count the ports left out: %q", facts)
+	}
+	if ptr := packedReply(t, ig, "0.0.0.240.in-addr.arpa.", dns.TypePTR); len(ptr.Answer) != maxPTRPerAddress {
+		t.Errorf("PTR: %d records, want %d", len(ptr.Answer), maxPTRPerAddress)
+	}
+	if len(tb.problems) != nHosts { // too_many once per host
+		t.Errorf("%d problems, want one per host", len(tb.problems))
+	}
+	for _, p := range tb.problems {
+		if len(p.String()) > 300 {
+			t.Fatalf("a problem of %d bytes: %.300s", len(p.String()), p)
+		}
+	}
+}
+
+// Many entries for one host, each with a port whose SRV name is too long: one short problem.
+func TestTooLongSRVNamesAreOneProblem(t *testing.T) {
+	host := strings.Repeat("a", 60) + "." + strings.Repeat("b", 60) + "." + strings.Repeat("c", 60) + "." + strings.Repeat("d", 50) + ".global"
+	var entries []Entry
+	for i := range 1000 {
+		entries = append(entries, withPorts(se("foo", fmt.Sprintf("e%d", i), i, hosts(host), benchAddr(i)),
+			Port{Name: "averylongportname", Number: uint32(1000 + i), Protocol: "TCP"}))
+	}
+	tb := newTestPlugin(entries).table.Load()
+	var srv []Problem
+	for _, p := range tb.problems {
+		if p.Kind == kindPort {
+			srv = append(srv, p)
+		}
+	}
+	if len(srv) != 1 || len(srv[0].String()) > 400 || !strings.Contains(srv[0].Entry, "and 997 more") {
+		t.Errorf("SRV problems %v, want one naming a few entries", srv)
+	}
 }

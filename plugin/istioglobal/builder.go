@@ -128,6 +128,7 @@ func (ig *IstioGlobal) rebuild() {
 	if last := ig.last; last != nil && sameEntries(last.entries, in.entries) && maps.Equal(last.live, in.live) {
 		last.unreadable = in.unreadable
 		ig.report(last)
+		builds.WithLabelValues("unchanged").Inc()
 		return
 	}
 	in.table = build(in.entries, cfg, serials.next())
@@ -136,6 +137,7 @@ func (ig *IstioGlobal) rebuild() {
 	}
 	ig.table.Store(in.table)
 	ig.last = &in
+	builds.WithLabelValues("published").Inc()
 	rebuildDuration.Observe(time.Since(start).Seconds())
 	lastUpdate.Set(float64(time.Now().UnixNano()) / 1e9)
 	ig.report(&in)

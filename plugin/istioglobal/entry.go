@@ -54,13 +54,13 @@ func sameEntries(a, b []Entry) bool {
 
 // sortEntries orders entries oldest first, then by namespace/name, so that the union of
 // addresses for a host is stable whatever order the sources list them in.
-func sortEntries(entries []Entry) {
-	slices.SortStableFunc(entries, func(a, b Entry) int {
-		if c := a.Created.Compare(b.Created); c != 0 {
-			return c
-		}
-		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
-	})
+func sortEntries(entries []Entry) { slices.SortStableFunc(entries, compareEntries) }
+
+func compareEntries(a, b Entry) int {
+	if c := a.Created.Compare(b.Created); c != 0 {
+		return c
+	}
+	return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
 }
 
 // What a skipped piece of input was.

@@ -1,6 +1,7 @@
 package istioglobal
 
 import (
+	"fmt"
 	"strings"
 	"sync"
 )
@@ -18,15 +19,21 @@ var lineages = struct {
 	live map[string]*IstioGlobal
 }{live: make(map[string]*IstioGlobal)}
 
-// lineageKey identifies a plugin instance across reloads: its server block's keys (zones and
-// port) and its own zones, the two things the table's shape depends on.
-func lineageKey(blockKeys, zones []string) string {
-	return strings.Join(blockKeys, " ") + "|" + strings.Join(zones, " ")
+// lineageKey identifies a plugin instance across reloads: its server block (its place in the
+// Corefile, its keys, bind addresses and view: two blocks may share keys) and its own zones,
+// which the table's zones are. What else the table depends on (ttl, sources, namespaces,
+// nameserver) may change in a reload: until its own sources sync, the new instance serves the
+// old instance's answers.
+func lineageKey(block int, keys, listen []string, view string, zones []string) string {
+	return fmt.Sprintf("%d|%s|%s|%s|%s", block, strings.Join(keys, " "), strings.Join(listen, " "), view, strings.Join(zones, " "))
 }
 
 // succeed registers ig as the running instance of its lineage and seeds its table with the
 // predecessor's, if any.
 func (ig *IstioGlobal) succeed() {
+	if ig.identity != nil {
+		ig.lineage = ig.identity()
+	}
 	if ig.lineage == "" {
 		return
 	}
@@ -42,8 +49,9 @@ func (ig *IstioGlobal) succeed() {
 	lineages.live[ig.lineage] = ig
 }
 
-// retire removes ig from its lineage. A successor still serving an inherited table gets ig's
-// latest one, which may have been published after the successor started.
+// retire removes ig from its lineage. A successor without a table of its own (serving an
+// inherited one, or none yet) gets ig's latest, which may have been published after the
+// successor started.
 func (ig *IstioGlobal) retire() {
 	if ig.lineage == "" {
 		return
@@ -51,10 +59,9 @@ func (ig *IstioGlobal) retire() {
 	lineages.Lock()
 	defer lineages.Unlock()
 	if next := ig.successor; next != nil {
-		if old := next.inherited.Load(); old != nil {
-			if latest := ig.table.Load(); latest != nil && next.table.CompareAndSwap(old, latest) {
-				next.inherited.Store(latest)
-			}
+		old := next.inherited.Load()
+		if latest := ig.table.Load(); latest != nil && next.table.CompareAndSwap(old, latest) {
+			next.inherited.Store(latest)
 		}
 	}
 	if lineages.live[ig.lineage] == ig {
@@ -62,15 +69,18 @@ func (ig *IstioGlobal) retire() {
 	}
 }
 
-// resume makes ig the running instance again after a reload away from it failed: the instance
-// that failed to start must not hand its table to the next one.
+// resume makes ig the running instance again after a reload away from it failed to start the
+// new instance: that one must not hand its table to the next. caddy also calls this when the
+// new instance runs and only ig's shutdown failed; then ig is stopped and stays retired.
 func (ig *IstioGlobal) resume() error {
-	if ig.lineage == "" {
+	if ig.lineage == "" || ig.stop == nil {
 		return nil
 	}
 	lineages.Lock()
 	defer lineages.Unlock()
-	ig.successor = nil
-	lineages.live[ig.lineage] = ig
+	if cur := lineages.live[ig.lineage]; cur == nil || cur == ig.successor {
+		ig.successor = nil
+		lineages.live[ig.lineage] = ig
+	}
 	return nil
 }

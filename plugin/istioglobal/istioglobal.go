@@ -37,6 +37,7 @@ type IstioGlobal struct {
 	last   *builtFrom      // what the last table of this instance was built from
 
 	// Reload handover (handover.go); successor is guarded by the lineages lock.
+	identity  func() string // the lineage key, once every plugin of the server is set up
 	lineage   string
 	inherited atomic.Pointer[Table] // the predecessor's table this instance serves, until its own
 	successor *IstioGlobal
@@ -138,7 +139,7 @@ func (ig *IstioGlobal) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dn
 			rrs = n.srv
 		case len(n.ptr) > 0:
 			rrs = n.ptr
-		case ig.debug:
+		case ig.debug && !n.pending:
 			rrs = n.txt
 		}
 	}

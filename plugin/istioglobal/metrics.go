@@ -38,6 +38,12 @@ var (
 		Name:      "capped",
 		Help:      "Names whose answer left out records to stay bounded, by record type (ptr, srv, txt).",
 	}, []string{"record"})
+	builds = promauto.NewCounterVec(prometheus.CounterOpts{
+		Namespace: plugin.Namespace,
+		Subsystem: "istioglobal",
+		Name:      "builds_total",
+		Help:      "Reads of every source after a change, by result: published (a new table) or unchanged (nothing the table reads had changed).",
+	}, []string{"result"})
 	rebuildDuration = promauto.NewHistogram(prometheus.HistogramOpts{
 		Namespace: plugin.Namespace,
 		Subsystem: "istioglobal",

@@ -34,7 +34,8 @@ func setup(c *caddy.Controller) error {
 	if err != nil {
 		return plugin.Error("istioglobal", err)
 	}
-	ig.lineage = lineageKey(c.ServerBlockKeys, ig.Zones)
+	server, block, keys := dnsserver.GetConfig(c), c.ServerBlockIndex, c.ServerBlockKeys
+	ig.identity = func() string { return lineageKey(block, keys, server.ListenHosts, server.ViewName, ig.Zones) }
 	c.OnStartup(ig.start)
 	c.OnShutdown(ig.shutdown)
 	c.OnRestartFailed(ig.resume)

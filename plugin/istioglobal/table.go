@@ -23,8 +23,16 @@ const (
 	// fits a 64 KiB TCP message.
 	maxAddressesPerHost = 256
 	maxPTRPerAddress    = 32 // hosts named by one reverse name, oldest first
-	maxSRVPerName       = 32 // ports behind one _NAME._PROTO.HOST
+	maxPortsPerHost     = 32 // named ports of one host: its SRV records, all its SRV names together
 	maxFactsPerKind     = 32 // TXT strings of one kind (entries, addresses, ports, conflicts)
+	maxEntriesNamed     = 3  // entries a logged problem names
+)
+
+// What a node's answers left out, by record type: the capped metric counts nodes.
+const (
+	cappedPTR uint8 = 1 << iota
+	cappedSRV
+	cappedTXT
 )
 
 // Table is an immutable snapshot of every name the plugin serves. It is built once per change
@@ -37,7 +45,7 @@ type Table struct {
 	entries  int            // ServiceEntries that contribute at least one name
 	hosts    int            // names from ServiceEntries, wildcards included
 	other    int            // ServiceEntries with no host in the zones: read, reserved, otherwise ignored
-	capped   map[string]int // record type → names whose RRset or facts lost records to a cap
+	capped   map[string]int // record type → names whose answer left records out
 
 	reverse   bool        // a zone is under .arpa: addresses get PTR records
 	wants     []string    // hosts that need a VIP, oldest entry first: they declare no usable address
@@ -134,6 +142,7 @@ type node struct {
 	txt      []dns.RR // what served the name: entries, addresses and their origin, ports
 	wildcard *node    // the "*.<this name>" child, the source of synthesis below this name
 	pending  bool     // wants a VIP that is not known yet: SERVFAIL, not a negative answer
+	capped   uint8    // cappedPTR | cappedSRV | cappedTXT: what its answers left out
 }
 
 type zone struct {
@@ -146,10 +155,13 @@ type zone struct {
 type hostData struct {
 	name     string
 	zone     *zone
-	addrs    []netip.Addr
+	addrs    []netip.Addr          // at most maxAddressesPerHost of each family, first come
 	origin   map[netip.Addr]string // where each address came from: spec, status or allocated
-	ports    []Port                // the named ports of its entries, without duplicates
+	v4, v6   int                   // addresses of each family in addrs
+	dropped  int                   // addresses beyond maxAddressesPerHost
+	ports    []Port                // the named ports of its entries, without duplicates, at most maxPortsPerHost
 	portSeen map[Port]bool
+	morePort int      // port declarations beyond maxPortsPerHost
 	entries  []string // namespace/name of every entry that serves the host, oldest first
 	optOut   bool     // an entry carries the opt-out label: never allocate
 	pending  bool     // wants a VIP that the allocator neither gave nor found no room for
@@ -169,8 +181,11 @@ func build(entries []Entry, c tableConfig, serial uint32) *Table {
 	}
 	t.addNameServer(c.ns, c.ttl)
 
-	sorted := slices.Clone(entries)
-	sortEntries(sorted)
+	sorted := entries
+	if !slices.IsSortedFunc(sorted, compareEntries) {
+		sorted = slices.Clone(entries)
+		sortEntries(sorted)
+	}
 
 	hosts := make(map[string]*hostData)
 	var order []*hostData
@@ -197,14 +212,25 @@ func build(entries []Entry, c tableConfig, serial uint32) *Table {
 		t.addHost(h, c.ttl, holders)
 	}
 	t.hosts = len(order)
+	for _, n := range t.names {
+		for record, bit := range map[string]uint8{"ptr": cappedPTR, "srv": cappedSRV, "txt": cappedTXT} {
+			if n.capped&bit != 0 {
+				if t.capped == nil {
+					t.capped = make(map[string]int)
+				}
+				t.capped[record]++
+			}
+		}
+	}
 	return t
 }
 
-// addNameServer creates the NS target's node with its addresses, when it is a name of ours,
-// and gives every apex its glue. Without addresses the name still exists (NODATA).
+// addNameServer creates the NS target's node with its addresses, when it is a name of ours
+// that has some, and gives every apex its glue. Without addresses it creates nothing, so that
+// a wildcard of the zone still covers the name.
 func (t *Table) addNameServer(ns nameServer, ttl uint32) {
 	z := t.zoneOf(ns.name)
-	if z == nil {
+	if z == nil || len(ns.addrs) == 0 {
 		return
 	}
 	n := t.ensure(ns.name, z)
@@ -215,10 +241,9 @@ func (t *Table) addNameServer(ns nameServer, ttl uint32) {
 			n.aaaa = append(n.aaaa, &dns.AAAA{Hdr: header(ns.name, dns.TypeAAAA, ttl), AAAA: a.AsSlice()})
 		}
 	}
-	if glue := slices.Concat(n.a, n.aaaa); len(glue) > 0 {
-		for _, zn := range t.zones {
-			zn.apex.extra = glue
-		}
+	glue := slices.Concat(n.a, n.aaaa)
+	for _, zn := range t.zones {
+		zn.apex.extra = glue
 	}
 }
 
@@ -276,6 +301,15 @@ func (t *Table) addEntry(e *Entry, hosts map[string]*hostData, order *[]*hostDat
 	}
 
 	specAddrs := t.parseAddresses(key, "spec.addresses", e.Addresses)
+	var status map[string][]string // canonical host → its status.addresses, read once per entry
+	if len(specAddrs) == 0 && len(e.StatusAddresses) > 0 {
+		status = make(map[string][]string)
+		for _, sa := range e.StatusAddresses {
+			if n, err := hostname.Canonical(sa.Host); err == nil {
+				status[n] = append(status[n], sa.Value)
+			}
+		}
+	}
 	for _, name := range names {
 		h := hosts[name]
 		if h == nil {
@@ -291,12 +325,16 @@ func (t *Table) addEntry(e *Entry, hosts map[string]*hostData, order *[]*hostDat
 
 		addrs, origin := specAddrs, "spec"
 		if len(addrs) == 0 {
-			addrs, origin = t.statusAddresses(e, key, name), "status"
+			addrs, origin = t.parseAddresses(key, "status.addresses", status[name]), "status"
 		}
 		for _, a := range addrs {
 			h.add(a, origin)
 		}
-		for _, p := range e.Ports {
+		for i, p := range e.Ports {
+			if len(h.ports) == maxPortsPerHost {
+				h.morePort += len(e.Ports) - i
+				break
+			}
 			h.addPort(p)
 		}
 	}
@@ -349,20 +387,9 @@ func (t *Table) allocate(order []*hostData, alloc allocFunc) {
 		}
 	}
 	for _, name := range exhausted {
-		t.problem(kindAddress, reasonExhausted, strings.Join(byName[name].entries, ","),
+		t.problem(kindAddress, reasonExhausted, entryList(byName[name].entries),
 			fmt.Sprintf("no VIP for %s: the autoallocate ranges are full", name))
 	}
-}
-
-// statusAddresses returns the usable addresses Istio allocated to host in the entry's status.
-func (t *Table) statusAddresses(e *Entry, key, host string) []netip.Addr {
-	var raw []string
-	for _, sa := range e.StatusAddresses {
-		if n, err := hostname.Canonical(sa.Host); err == nil && n == host {
-			raw = append(raw, sa.Value)
-		}
-	}
-	return t.parseAddresses(key, "status.addresses", raw)
 }
 
 // parseAddresses keeps the single addresses among raw (IPs and /32 or /128 CIDRs) and
@@ -380,10 +407,20 @@ func (t *Table) parseAddresses(key, field string, raw []string) []netip.Addr {
 	return out
 }
 
+// add adds an address once, unless the host has maxAddressesPerHost of its family already.
 func (h *hostData) add(a netip.Addr, origin string) {
 	if _, dup := h.origin[a]; dup {
 		return
 	}
+	family := &h.v6
+	if a.Is4() {
+		family = &h.v4
+	}
+	if *family == maxAddressesPerHost {
+		h.dropped++
+		return
+	}
+	*family++
 	h.origin[a] = origin
 	h.addrs = append(h.addrs, a)
 }
@@ -394,22 +431,16 @@ func (h *hostData) add(a netip.Addr, origin string) {
 func (t *Table) addHost(h *hostData, ttl uint32, holders map[netip.Addr][]string) {
 	n := t.ensure(h.name, h.zone)
 	n.pending = h.pending
-	var dropped4, dropped6 int
 	for _, a := range h.addrs {
-		switch {
-		case a.Is4() && len(n.a) < maxAddressesPerHost:
+		if a.Is4() {
 			n.a = append(n.a, &dns.A{Hdr: header(h.name, dns.TypeA, ttl), A: a.AsSlice()})
-		case a.Is4():
-			dropped4++
-		case len(n.aaaa) < maxAddressesPerHost:
+		} else {
 			n.aaaa = append(n.aaaa, &dns.AAAA{Hdr: header(h.name, dns.TypeAAAA, ttl), AAAA: a.AsSlice()})
-		default:
-			dropped6++
 		}
 	}
-	if dropped4+dropped6 > 0 {
-		t.problem(kindAddress, reasonTooMany, strings.Join(h.entries, ","),
-			fmt.Sprintf("%d of %d addresses of %s (limit %d per family)", dropped4+dropped6, len(h.addrs), h.name, maxAddressesPerHost))
+	if h.dropped > 0 {
+		t.problem(kindAddress, reasonTooMany, entryList(h.entries),
+			fmt.Sprintf("%d of %d addresses of %s (limit %d per family)", h.dropped, len(h.addrs)+h.dropped, h.name, maxAddressesPerHost))
 	}
 	if parent, ok := strings.CutPrefix(h.name, "*."); ok {
 		t.ensure(parent, h.zone).wildcard = n
@@ -419,9 +450,12 @@ func (t *Table) addHost(h *hostData, ttl uint32, holders map[netip.Addr][]string
 			t.addPTR(h, ttl, holders)
 		}
 	}
+	if h.morePort > 0 {
+		n.capped |= cappedSRV // ports beyond maxPortsPerHost have no SRV record
+	}
 	txt, capped := facts(h, holders)
 	if capped {
-		t.cap("txt")
+		n.capped |= cappedTXT
 	}
 	n.txt = []dns.RR{&dns.TXT{Hdr: header(h.name, dns.TypeTXT, ttl), Txt: txt}}
 }
@@ -433,7 +467,7 @@ func (t *Table) addSRV(h *hostData, n *node, ttl uint32) {
 		return
 	}
 	extra := slices.Concat(n.a, n.aaaa)
-	var cappedNames map[string]bool
+	tooLong := 0
 	for _, p := range h.ports {
 		label := "_" + strings.ToLower(p.Name)
 		if hostname.CheckLabel(label) != nil || p.Number == 0 || p.Number > 65535 {
@@ -445,24 +479,16 @@ func (t *Table) addSRV(h *hostData, n *node, ttl uint32) {
 		}
 		name := label + proto + h.name
 		if _, ok := dns.IsDomainName(name); !ok {
-			t.problem(kindPort, reasonInvalidHost, strings.Join(h.entries, ","),
-				fmt.Sprintf("SRV name for port %s of %s: longer than a DNS name can be", p.Name, h.name))
+			tooLong++
 			continue
 		}
 		sn := t.ensure(name, h.zone)
-		if len(sn.srv) == maxSRVPerName {
-			// One host makes all of its SRV names, here: count each capped name once.
-			if !cappedNames[name] {
-				if cappedNames == nil {
-					cappedNames = make(map[string]bool)
-				}
-				cappedNames[name] = true
-				t.cap("srv")
-			}
-			continue
-		}
 		sn.srv = append(sn.srv, &dns.SRV{Hdr: header(name, dns.TypeSRV, ttl), Priority: 0, Weight: 100, Port: uint16(p.Number), Target: h.name})
 		sn.extra = extra
+	}
+	if tooLong > 0 {
+		t.problem(kindPort, reasonInvalidHost, entryList(h.entries),
+			fmt.Sprintf("%d SRV names for ports of %s: longer than a DNS name can be", tooLong, h.name))
 	}
 }
 
@@ -480,20 +506,19 @@ func (t *Table) addPTR(h *hostData, ttl uint32, holders map[netip.Addr][]string)
 		}
 		pn := t.ensure(rev, z)
 		if len(pn.ptr) == maxPTRPerAddress {
-			if hs := holders[a]; hs[len(hs)-1] == h.name { // count each capped name once
-				t.cap("ptr")
-			}
+			pn.capped |= cappedPTR
 			continue
 		}
 		pn.ptr = append(pn.ptr, &dns.PTR{Hdr: header(rev, dns.TypePTR, ttl), Ptr: h.name})
 	}
 }
 
-func (t *Table) cap(record string) {
-	if t.capped == nil {
-		t.capped = make(map[string]int)
+// entryList names the entries of a problem: the first few, and how many more.
+func entryList(entries []string) string {
+	if len(entries) <= maxEntriesNamed {
+		return strings.Join(entries, ",")
 	}
-	t.capped[record]++
+	return strings.Join(entries[:maxEntriesNamed], ",") + fmt.Sprintf(" and %d more", len(entries)-maxEntriesNamed)
 }
 
 // facts are the TXT strings that tell who serves a name, one fact a string: the entries, each
@@ -507,6 +532,7 @@ func facts(h *hostData, holders map[netip.Addr][]string) (out []string, capped b
 		p := h.ports[i]
 		return p.Name + "/" + strconv.FormatUint(uint64(p.Number), 10) + "/" + strings.ToUpper(p.Protocol)
 	})
+	f.more("port", h.morePort)
 	// Conflicts: for each address, the other hosts holding it, in holder order. Only the
 	// first few of each address are looked at, whatever the number of holders.
 	listed, total := 0, 0
