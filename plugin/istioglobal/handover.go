@@ -9,7 +9,7 @@ import (
 // On reload CoreDNS sets up and starts the new instance's servers before it shuts the old
 // instance down, and the new instance has no table until its sources have synced: seconds
 // with a large API server, forever while it is unreachable. So a starting instance takes over
-// the last table of the instance it replaces (the same server block, the same zones) and
+// the last table of the instance it replaces (the same server block and zones: lineageKey) and
 // serves it until it publishes its own. An instance that never had a predecessor still
 // answers SERVFAIL until its first sync.
 

@@ -77,7 +77,7 @@ func nextLabel(name []byte, off int) (int, bool) {
 }
 
 // escaped reports whether the byte at i is preceded by an odd number of backslashes.
-func escaped[T string | []byte](name T, i int) bool {
+func escaped(name string, i int) bool {
 	n := 0
 	for j := i - 1; j >= 0 && name[j] == '\\'; j-- {
 		n++
