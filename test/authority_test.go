@@ -14,16 +14,16 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
-// filesCorefile serves global (and in-addr.arpa) from the ServiceEntry files in dir, with the
-// NS target at 127.0.0.1.
-func filesCorefile(dir string) string {
+// filesCorefile serves global (and in-addr.arpa) from the ServiceEntry files at path (a file or
+// a directory), with the NS target at 127.0.0.1.
+func filesCorefile(path string) string {
 	return `global:{{.Port}} in-addr.arpa:{{.Port}} {
     bind 127.0.0.1
     errors
     ready 127.0.0.1:{{.ReadyPort}}
     prometheus 127.0.0.1:{{.MetricsPort}}
     istioglobal global in-addr.arpa {
-        files ` + dir + `
+        files ` + path + `
         nameserver 127.0.0.1
     }
 }

@@ -46,15 +46,7 @@ func TestReloadFilesWithoutGap(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "entries.yaml"), []byte(bulkEntriesYAML("files", "rf", n)), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	c := startCoreDNS(t, `global:{{.Port}} {
-    bind 127.0.0.1
-    errors
-    ready 127.0.0.1:{{.ReadyPort}}
-    istioglobal {
-        files `+dir+`
-    }
-}
-`)
+	c := startCoreDNS(t, filesCorefile(dir))
 	c.waitReady(t, 20*time.Second)
 	reloadUnderLoad(t, c, "rf", n, 4)
 }

@@ -118,15 +118,7 @@ func startSeedDNS(t *testing.T) *coreDNS {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := startCoreDNS(t, `global:{{.Port}} {
-    bind 127.0.0.1
-    errors
-    ready 127.0.0.1:{{.ReadyPort}}
-    istioglobal {
-        files `+seed+`
-    }
-}
-`)
+	c := startCoreDNS(t, filesCorefile(seed))
 	c.waitReady(t, 20*time.Second)
 	return c
 }
