@@ -233,6 +233,9 @@ func scaleRun(b *testing.B, n int) {
 	afterChurn := c.rssKB(b)
 	b.ReportMetric(perThousand(afterChurn), "MB_RSS_per_1k_after_churn")
 	b.Logf("RSS after a minute of churn: %d MB: %.2f MB per 1,000", afterChurn/1024, perThousand(afterChurn))
+	// Before the entries are deleted at cleanup: serving their deletion is not measured.
+	c.stop()
+	hosts.stop()
 }
 
 // latencies are the response times of a load, and how many queries failed.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -224,6 +225,37 @@ func BenchmarkRebuildDebug(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
 				buildAt(entries, []string{"global.", "in-addr.arpa."}, defaultTTL, nil)
+			}
+		})
+	}
+}
+
+// BenchmarkEvent is what one change costs the builder today, end to end: one entry's address
+// changes in a table of N, and the builder reads every source, compares, builds and publishes.
+// Issue 10's goal is a cost flat in N; with the whole table rebuilt per change it is linear.
+func BenchmarkEvent(b *testing.B) {
+	// Tables published back to back would wait for the serial clock's next tick (10 ms), which
+	// the builder's coalescing never lets happen: count on instead, to measure the work.
+	saved := serials
+	serials = &serialClock{now: time.Now, sleep: func(time.Duration) {}}
+	b.Cleanup(func() { serials = saved })
+	for _, n := range benchSizes {
+		b.Run(fmt.Sprint(n), func(b *testing.B) {
+			entries := benchDebugEntries(n)
+			changed := slices.Clone(entries)
+			changed[n/2].Addresses = []string{"241.0.0.1"}
+			src := &countingSource{}
+			ig := newIstioGlobal()
+			ig.Zones = []string{"global.", "in-addr.arpa."}
+			ig.sources = []source{src}
+			ig.logged = map[string]bool{}
+			lists := [2][]Entry{entries, changed}
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				src.list.Store(&lists[i&1])
+				ig.rebuild()
+				i++
 			}
 		})
 	}
