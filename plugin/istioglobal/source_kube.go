@@ -8,9 +8,7 @@ import (
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 	"istio.io/client-go/pkg/clientset/versioned"
 	"istio.io/client-go/pkg/informers/externalversions"
-	listersv1 "istio.io/client-go/pkg/listers/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/rest"
@@ -29,7 +27,7 @@ type kubeSource struct {
 
 	stopCh    chan struct{}
 	factories []externalversions.SharedInformerFactory
-	listers   []listersv1.ServiceEntryLister
+	indexers  []cache.Indexer // of *cachedEntry
 	handlers  []cache.ResourceEventHandlerRegistration
 }
 
@@ -64,18 +62,15 @@ func (k *kubeSource) start(notify func()) error {
 		namespaces = []string{metav1.NamespaceAll}
 	}
 	k.stopCh = make(chan struct{})
-	k.factories, k.listers, k.handlers = nil, nil, nil
+	k.factories, k.indexers, k.handlers = nil, nil, nil
 	onChange := cache.ResourceEventHandlerFuncs{
 		AddFunc: func(any) { notify() },
 		UpdateFunc: func(old, cur any) {
 			// Status conditions, resyncs and relists change nothing the table reads.
-			o, ok1 := old.(*networkingv1.ServiceEntry)
-			c, ok2 := cur.(*networkingv1.ServiceEntry)
-			if ok1 && ok2 {
-				oe, ce := entryFrom(o), entryFrom(c)
-				if oe.same(&ce) {
-					return
-				}
+			o, ok1 := old.(*cachedEntry)
+			c, ok2 := cur.(*cachedEntry)
+			if ok1 && ok2 && o.same(&c.Entry) {
+				return
 			}
 			notify()
 		},
@@ -83,7 +78,7 @@ func (k *kubeSource) start(notify func()) error {
 	}
 	for _, ns := range namespaces {
 		f := externalversions.NewSharedInformerFactoryWithOptions(client, 0,
-			externalversions.WithNamespace(ns), externalversions.WithTransform(slim))
+			externalversions.WithNamespace(ns), externalversions.WithTransform(toCachedEntry))
 		informer := f.InformerFor(&networkingv1.ServiceEntry{}, func(client versioned.Interface, resync time.Duration) cache.SharedIndexInformer {
 			return serviceEntryInformer(client, ns, resync)
 		})
@@ -92,7 +87,7 @@ func (k *kubeSource) start(notify func()) error {
 			return err
 		}
 		k.factories = append(k.factories, f)
-		k.listers = append(k.listers, listersv1.NewServiceEntryLister(informer.GetIndexer()))
+		k.indexers = append(k.indexers, informer.GetIndexer())
 		k.handlers = append(k.handlers, reg)
 		f.Start(k.stopCh)
 	}
@@ -136,40 +131,13 @@ func (k *kubeSource) synced() bool {
 
 func (k *kubeSource) entries() ([]Entry, []Problem) {
 	var out []Entry
-	for _, l := range k.listers {
-		objs, err := l.List(labels.Everything())
-		if err != nil {
-			continue // List on an informer's indexer cannot fail with Everything()
-		}
-		for _, se := range objs {
-			out = append(out, entryFrom(se))
+	for _, ix := range k.indexers {
+		for _, obj := range ix.List() {
+			if c, ok := obj.(*cachedEntry); ok {
+				out = append(out, c.Entry)
+			}
 		}
 	}
-	return out, nil
-}
-
-// slim is the informers' transform: it keeps only what build reads, so that the cache of
-// 100k ServiceEntries holds no endpoints, annotations or managedFields.
-func slim(obj any) (any, error) {
-	se, ok := obj.(*networkingv1.ServiceEntry)
-	if !ok {
-		return obj, nil // a tombstone: nothing to slim
-	}
-	out := &networkingv1.ServiceEntry{
-		ObjectMeta: metav1.ObjectMeta{
-			Name:              se.Name,
-			Namespace:         se.Namespace,
-			UID:               se.UID,
-			ResourceVersion:   se.ResourceVersion,
-			CreationTimestamp: se.CreationTimestamp,
-			Labels:            se.Labels,
-		},
-	}
-	out.Spec.Hosts = se.Spec.Hosts
-	out.Spec.Addresses = se.Spec.Addresses
-	out.Spec.ExportTo = se.Spec.ExportTo
-	out.Spec.Ports = se.Spec.Ports
-	out.Status.Addresses = se.Status.Addresses
 	return out, nil
 }
 
