@@ -97,12 +97,10 @@ func (r *loadResult) String() string {
 	return fmt.Sprintf("%d queries: %d SERVFAIL, %d wrong answers, %d without a reply", r.sent.Load(), r.servfail.Load(), r.wrong.Load(), r.failed.Load())
 }
 
-// queryLoad sends A queries for bulkName(prefix, i), i < n, to addr at about qps (over UDP, from
-// 8 clients) until the returned stop is called, checking every answer against bulkAddr(i).
-func queryLoad(t testing.TB, addr, prefix string, n, qps int) (stop func() *loadResult) {
-	t.Helper()
-	res := &loadResult{}
-	done := make(chan struct{})
+// load sends A queries for the bulk names bulkName(prefix, k), k < n, spread over them, to addr
+// at about qps over UDP from 8 clients until stop is closed, and hands every reply (or error) to
+// reply, from several goroutines at once. It returns when the last query is answered.
+func load(addr, prefix string, n, qps int, stop <-chan struct{}, reply func(k int, r *dns.Msg, rtt time.Duration, err error)) {
 	var wg sync.WaitGroup
 	const clients = 8
 	for w := range clients {
@@ -114,30 +112,44 @@ func queryLoad(t testing.TB, addr, prefix string, n, qps int) (stop func() *load
 			defer tick.Stop()
 			for i := w; ; i += clients {
 				select {
-				case <-done:
+				case <-stop:
 					return
 				case <-tick.C:
 				}
-				k := i % n
-				m := new(dns.Msg).SetQuestion(dns.Fqdn(bulkName(prefix, k)), dns.TypeA)
-				res.sent.Add(1)
-				r, _, err := c.Exchange(m, addr)
-				switch {
-				case err != nil:
-					res.failed.Add(1)
-				case r.Rcode == dns.RcodeServerFailure:
-					res.servfail.Add(1)
-				case r.Rcode != dns.RcodeSuccess || len(r.Answer) != 1 || r.Answer[0].(*dns.A).A.String() != bulkAddr(k):
-					res.wrong.Add(1)
-					s := r.String()
-					res.firstWrong.CompareAndSwap(nil, &s)
-				}
+				k := i * 7919 % n
+				r, rtt, err := c.Exchange(new(dns.Msg).SetQuestion(dns.Fqdn(bulkName(prefix, k)), dns.TypeA), addr)
+				reply(k, r, rtt, err)
 			}
 		}()
 	}
+	wg.Wait()
+}
+
+// queryLoad runs load until the returned stop is called, checking every answer against
+// bulkAddr(k).
+func queryLoad(t testing.TB, addr, prefix string, n, qps int) (stop func() *loadResult) {
+	t.Helper()
+	res := &loadResult{}
+	done, finished := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(finished)
+		load(addr, prefix, n, qps, done, func(k int, r *dns.Msg, _ time.Duration, err error) {
+			res.sent.Add(1)
+			switch {
+			case err != nil:
+				res.failed.Add(1)
+			case r.Rcode == dns.RcodeServerFailure:
+				res.servfail.Add(1)
+			case r.Rcode != dns.RcodeSuccess || len(r.Answer) != 1 || r.Answer[0].(*dns.A).A.String() != bulkAddr(k):
+				res.wrong.Add(1)
+				s := r.String()
+				res.firstWrong.CompareAndSwap(nil, &s)
+			}
+		})
+	}()
 	return func() *loadResult {
 		close(done)
-		wg.Wait()
+		<-finished
 		return res
 	}
 }

@@ -246,36 +246,22 @@ type latencies struct {
 
 func (l *latencies) p(q int) time.Duration { return percentile(l.d, q) }
 
-// timedLoad sends A queries for the bulk names to addr at qps for d, timing each, and counts
-// failures (no reply within a second, or any rcode but NOERROR with an answer).
+// timedLoad runs load for d, timing each reply, and counts failures (no reply within a
+// second, or anything but NOERROR with an answer: the churn changes the addresses).
 func timedLoad(addr, prefix string, n, qps int, d time.Duration) *latencies {
 	var mu sync.Mutex
 	res := &latencies{}
-	var wg sync.WaitGroup
-	const clients = 8
-	deadline := time.Now().Add(d)
-	for w := range clients {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			c := &dns.Client{Net: "udp", Timeout: time.Second}
-			tick := time.NewTicker(time.Second * clients / time.Duration(qps))
-			defer tick.Stop()
-			for i := w; time.Now().Before(deadline); i += clients {
-				<-tick.C
-				m := new(dns.Msg).SetQuestion(dns.Fqdn(bulkName(prefix, i*7919%n)), dns.TypeA)
-				r, rtt, err := c.Exchange(m, addr)
-				mu.Lock()
-				if err != nil || r.Rcode != dns.RcodeSuccess || len(r.Answer) == 0 {
-					res.failed++
-				} else {
-					res.d = append(res.d, rtt)
-				}
-				mu.Unlock()
-			}
-		}()
-	}
-	wg.Wait()
+	stop := make(chan struct{})
+	time.AfterFunc(d, func() { close(stop) })
+	load(addr, prefix, n, qps, stop, func(_ int, r *dns.Msg, rtt time.Duration, err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if err != nil || r.Rcode != dns.RcodeSuccess || len(r.Answer) == 0 {
+			res.failed++
+		} else {
+			res.d = append(res.d, rtt)
+		}
+	})
 	return res
 }
 
