@@ -3,11 +3,11 @@ package istioglobal
 import (
 	"context"
 	"fmt"
-	"github.com/coredns-istio/coredns-istio/plugin/istioglobal/vip"
 	"net/netip"
 	"slices"
 	"testing"
 
+	"github.com/coredns-istio/coredns-istio/plugin/istioglobal/vip"
 	"github.com/coredns/coredns/plugin/pkg/dnstest"
 	"github.com/coredns/coredns/plugin/test"
 	"github.com/miekg/dns"

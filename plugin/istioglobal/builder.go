@@ -1,11 +1,11 @@
 package istioglobal
 
 import (
-	"github.com/coredns-istio/coredns-istio/plugin/istioglobal/vip"
 	"maps"
 	"net/netip"
 	"time"
 
+	"github.com/coredns-istio/coredns-istio/plugin/istioglobal/vip"
 	"github.com/coredns/coredns/plugin"
 )
 

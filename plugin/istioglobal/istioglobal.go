@@ -4,10 +4,10 @@ package istioglobal
 
 import (
 	"context"
-	"github.com/coredns-istio/coredns-istio/plugin/istioglobal/vip"
 	"slices"
 	"sync/atomic"
 
+	"github.com/coredns-istio/coredns-istio/plugin/istioglobal/vip"
 	"github.com/coredns/coredns/plugin"
 	"github.com/coredns/coredns/plugin/pkg/fall"
 	"github.com/miekg/dns"

@@ -2,13 +2,13 @@ package istioglobal
 
 import (
 	"fmt"
-	"github.com/coredns-istio/coredns-istio/plugin/istioglobal/vip"
 	"net/netip"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/coredns-istio/coredns-istio/plugin/istioglobal/vip"
 	"github.com/coredns/caddy"
 	"github.com/coredns/coredns/core/dnsserver"
 	"github.com/coredns/coredns/plugin"

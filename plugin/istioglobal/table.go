@@ -3,13 +3,13 @@ package istioglobal
 import (
 	"cmp"
 	"fmt"
-	"github.com/coredns-istio/coredns-istio/plugin/istioglobal/hostname"
-	"github.com/coredns-istio/coredns-istio/plugin/istioglobal/vip"
 	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
 
+	"github.com/coredns-istio/coredns-istio/plugin/istioglobal/hostname"
+	"github.com/coredns-istio/coredns-istio/plugin/istioglobal/vip"
 	"github.com/miekg/dns"
 )
 

@@ -6,7 +6,6 @@ package vip
 import (
 	"encoding/binary"
 	"fmt"
-	"github.com/coredns-istio/coredns-istio/plugin/istioglobal/hostname"
 	"maps"
 	"math"
 	"math/bits"
@@ -14,6 +13,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/coredns-istio/coredns-istio/plugin/istioglobal/hostname"
 )
 
 // DefaultRanges are the VIP ranges used when none are configured. Istio's own
