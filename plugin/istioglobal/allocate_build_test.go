@@ -85,7 +85,7 @@ func TestBuildAllocates(t *testing.T) {
 
 func TestBuildReportsExhaustion(t *testing.T) {
 	tb := buildAt([]Entry{se("foo", "a", 0, hosts("a.x.global"))}, []string{"global."}, 30, (&recordingAlloc{full: true}).alloc)
-	assertProblems(t, tb, "address/exhausted")
+	assertProblems(t, problemsOf(tb), "address/exhausted")
 	if tb.allocated != [2]int{} {
 		t.Errorf("allocated %v, want none", tb.allocated)
 	}

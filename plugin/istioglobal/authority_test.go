@@ -52,7 +52,7 @@ func TestServiceEntryCannotTakeTheNameServer(t *testing.T) {
 	ns := nameServer{name: "ns.dns.global.", addrs: []netip.Addr{netip.MustParseAddr("10.96.0.53")}}
 	ig := pluginWithNameServer(ns, append(seeds, se("evil", "ns", 99, hosts("ns.dns.global"), "240.0.0.66")), "global.")
 	runCases(t, ig, []test.Case{{Qname: "ns.dns.global.", Qtype: dns.TypeA, Answer: []dns.RR{test.A("ns.dns.global. 30 IN A 10.96.0.53")}}})
-	assertProblems(t, ig.table.Load(), "host/invalid_host")
+	assertProblems(t, igProblems(ig), "host/invalid_host")
 }
 
 func TestAnyReturnsAnRRset(t *testing.T) {

@@ -112,8 +112,8 @@ func TestBadInput(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			ig := newTestPlugin([]Entry{good, tc.entry})
 			tb := ig.table.Load()
-			assertProblems(t, tb, tc.problems...)
-			for _, p := range tb.problems {
+			assertProblems(t, problemsOf(tb), tc.problems...)
+			for _, p := range problemsOf(tb) {
 				if p.Entry != "foo/bad" || !strings.Contains(p.String(), "foo/bad") {
 					t.Errorf("problem %q does not name the entry foo/bad", p)
 				}
@@ -170,11 +170,12 @@ func TestOtherZonesCostNothing(t *testing.T) {
 	}
 	ig := newTestPlugin(append(slices.Clone(seeds), egress...))
 	tb := ig.table.Load()
-	assertProblems(t, tb)
+	assertProblems(t, problemsOf(tb))
 	if tb.other != len(egress) {
 		t.Errorf("%d entries counted as other zones', want %d", tb.other, len(egress))
 	}
-	if !tb.reserved.has(netip.MustParseAddr("10.1.2.3")) {
+	_, e := buildEngine(egress, tableConfig{zones: ig.Zones, ttl: 30, alloc: (&recordingAlloc{}).alloc}, 1)
+	if !e.reserved.has(netip.MustParseAddr("10.1.2.3")) {
 		t.Error("an egress entry's CIDR is not reserved from VIPs")
 	}
 }

@@ -248,7 +248,6 @@ func BenchmarkEvent(b *testing.B) {
 			ig := newIstioGlobal()
 			ig.Zones = []string{"global.", "in-addr.arpa."}
 			ig.sources = []source{src}
-			ig.logged = map[string]bool{}
 			lists := [2][]Entry{entries, changed}
 			b.ReportAllocs()
 			i := 0

@@ -3,6 +3,8 @@ package istioglobal
 import (
 	"maps"
 	"net/netip"
+	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/coredns-istio/coredns-istio/plugin/istioglobal/vip"
@@ -14,20 +16,10 @@ import (
 // burst of N events costs one or two builds, not N.
 const coalesceDelay = 50 * time.Millisecond
 
-// builtFrom is what the instance's last table was built from, to tell an event that changes
-// nothing (a status-only update, a resync, a touched file) from one that does.
-type builtFrom struct {
-	table      *Table
-	entries    []Entry             // sorted
-	live       map[string]vip.VIPs // persisted allocations; nil without a store
-	unreadable []Problem           // input that is not even an entry (a file, the allocations)
-}
-
 // start takes over the table of the instance it replaces on reload, then launches the sources
 // and the builder that publishes a table of its own once all have synced.
 func (ig *IstioGlobal) start() error {
 	ig.changed = make(chan struct{}, 1)
-	ig.logged = make(map[string]bool)
 	ig.succeed()
 	for i, s := range ig.sources {
 		if err := s.start(ig.notify); err != nil {
@@ -103,44 +95,52 @@ func (ig *IstioGlobal) synced() bool {
 	return true
 }
 
-// rebuild builds a table from every source's entries and publishes it, unless nothing it reads
-// has changed since the last one: then the table and its serial stay.
+// rebuild applies what every source changed since the last rebuild and publishes the new
+// generation, unless no answer changed: then the table and its serial stay.
 func (ig *IstioGlobal) rebuild() {
 	start := time.Now()
-	var in builtFrom
-	for _, s := range ig.sources {
-		e, p := s.entries()
-		in.entries = append(in.entries, e...)
-		in.unreadable = append(in.unreadable, p...)
+	if ig.engine == nil {
+		ig.engine = newEngine(ig.tableConfig())
 	}
-	in.entries = inNamespaces(in.entries, ig.namespaces)
-	sortEntries(in.entries)
-	cfg := ig.tableConfig()
-	if ig.store != nil {
-		live, corrupt := ig.store.Current()
-		in.live = live
-		for _, err := range corrupt {
-			in.unreadable = append(in.unreadable, Problem{Kind: kindAllocation, Reason: reasonCorrupt, Entry: ig.store.Key(), Detail: err.Error()})
+	e := ig.engine
+	for i, s := range ig.sources {
+		changes, unreadable := s.changes()
+		for j := range changes {
+			c := &changes[j]
+			c.id.source = i
+			if c.entry != nil && !inNamespaces(c.entry.Namespace, ig.namespaces) {
+				c.entry = nil
+			}
 		}
-		cfg.alloc = func([]string, func(netip.Addr) bool) (map[string]vip.VIPs, []string) { return live, nil }
+		e.apply(changes)
+		e.setUnreadable(i, unreadable)
 	}
-
-	if last := ig.last; last != nil && sameEntries(last.entries, in.entries) && maps.Equal(last.live, in.live) {
-		last.unreadable = in.unreadable
-		ig.report(last)
+	if ig.store != nil && ig.storeChanged.Swap(false) {
+		live, corrupt := ig.store.Current()
+		var problems []Problem
+		for _, err := range corrupt {
+			problems = append(problems, Problem{Kind: kindAllocation, Reason: reasonCorrupt, Entry: ig.store.Key(), Detail: err.Error()})
+		}
+		e.setUnreadable(len(ig.sources), problems)
+		if !maps.Equal(live, ig.live) || ig.live == nil {
+			ig.live = live
+			e.setAlloc(func([]string, func(netip.Addr) bool) (map[string]vip.VIPs, []string) { return live, nil })
+		}
+	}
+	t := e.commit(serials.next)
+	if ig.store != nil && e.demandChanged {
+		e.demandChanged = false
+		ig.store.Demand(e.lastWant, e.reserved.snapshot().has)
+	}
+	if t == nil {
 		builds.WithLabelValues("unchanged").Inc()
-		return
+	} else {
+		ig.table.Store(t)
+		builds.WithLabelValues("published").Inc()
+		rebuildDuration.Observe(time.Since(start).Seconds())
+		lastUpdate.Set(float64(time.Now().UnixNano()) / 1e9)
 	}
-	in.table = build(in.entries, cfg, serials.next())
-	if ig.store != nil {
-		ig.store.Demand(in.table.wants, in.table.reserved.has)
-	}
-	ig.table.Store(in.table)
-	ig.last = &in
-	builds.WithLabelValues("published").Inc()
-	rebuildDuration.Observe(time.Since(start).Seconds())
-	lastUpdate.Set(float64(time.Now().UnixNano()) / 1e9)
-	ig.report(&in)
+	observe(e.stats, len(e.hosts), e.problems.counts, ig.allocator)
 }
 
 // tableConfig is the plugin's configuration as build takes it.
@@ -150,52 +150,29 @@ func (ig *IstioGlobal) tableConfig() tableConfig {
 		c.ns = defaultNameServer(ig.Zones, nil)
 	}
 	if ig.allocator != nil {
-		c.alloc = ig.allocator.Deterministic
+		c.alloc, c.pool = ig.allocator.Deterministic, ig.allocator.Overlaps
+	}
+	if ig.store != nil { // until the allocations are read
+		c.alloc = func([]string, func(netip.Addr) bool) (map[string]vip.VIPs, []string) { return nil, nil }
 	}
 	return c
 }
 
-// report logs the problems that are new and sets the metrics of what is served.
-func (ig *IstioGlobal) report(b *builtFrom) {
-	problems := append(b.unreadable[:len(b.unreadable):len(b.unreadable)], b.table.problems...)
-	observe(b.table, problems, ig.allocator)
-	ig.logNew(problems)
-}
-
-// logNew logs each problem once, when it first appears, however often the table is rebuilt.
-func (ig *IstioGlobal) logNew(problems []Problem) {
-	current := make(map[string]bool, len(problems))
-	for _, p := range problems {
-		s := p.String()
-		current[s] = true
-		if !ig.logged[s] {
-			log.Warning(s)
-		}
-	}
-	ig.logged = current
-}
-
-func inNamespaces(entries []Entry, namespaces []string) []Entry {
-	if len(namespaces) == 0 {
-		return entries
-	}
-	out := entries[:0]
-	for _, e := range entries {
-		for _, ns := range namespaces {
-			if e.Namespace == ns {
-				out = append(out, e)
-				break
-			}
-		}
-	}
-	return out
+func inNamespaces(namespace string, namespaces []string) bool {
+	return len(namespaces) == 0 || slices.Contains(namespaces, namespace)
 }
 
 // storeSource makes the allocations store a source, so that nothing is served before it has
-// synced and its changes rebuild the table; what it holds reaches build through Current.
-type storeSource struct{ *vip.Store }
+// synced; its changes rebuild the table, which reads them through Current.
+type storeSource struct {
+	*vip.Store
+	changed *atomic.Bool
+}
 
-func (s storeSource) start(notify func()) error   { return s.Start(notify) }
-func (s storeSource) stop()                       { s.Stop() }
-func (s storeSource) synced() bool                { return s.Synced() }
-func (storeSource) entries() ([]Entry, []Problem) { return nil, nil }
+func (s storeSource) start(notify func()) error {
+	s.changed.Store(true)
+	return s.Start(func() { s.changed.Store(true); notify() })
+}
+func (s storeSource) stop()                        { s.Stop() }
+func (s storeSource) synced() bool                 { return s.Synced() }
+func (storeSource) changes() ([]change, []Problem) { return nil, nil }

@@ -56,12 +56,7 @@ func sameEntries(a, b []Entry) bool {
 // addresses for a host is stable whatever order the sources list them in.
 func sortEntries(entries []Entry) { slices.SortStableFunc(entries, compareEntries) }
 
-func compareEntries(a, b Entry) int {
-	if c := a.Created.Compare(b.Created); c != 0 {
-		return c
-	}
-	return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
-}
+func compareEntries(a, b Entry) int { return compareEntryPtrs(&a, &b) }
 
 // What a skipped piece of input was.
 const (
@@ -98,4 +93,11 @@ func (p Problem) String() string {
 		return fmt.Sprintf("allocations ConfigMap %s: entry skipped (%s): %s", p.Entry, p.Reason, p.Detail)
 	}
 	return fmt.Sprintf("ServiceEntry %s: %s skipped (%s): %s", p.Entry, p.Kind, p.Reason, p.Detail)
+}
+
+func compareEntryPtrs(a, b *Entry) int {
+	if c := a.Created.Compare(b.Created); c != 0 {
+		return c
+	}
+	return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
 }

@@ -4,7 +4,6 @@ package istioglobal
 
 import (
 	"context"
-	"slices"
 	"sync/atomic"
 
 	"github.com/coredns-istio/coredns-istio/plugin/istioglobal/vip"
@@ -33,8 +32,9 @@ type IstioGlobal struct {
 	stop    chan struct{}
 	done    chan struct{}
 	// Owned by the builder goroutine:
-	logged map[string]bool // problems already logged
-	last   *builtFrom      // what the last table of this instance was built from
+	engine       *engine
+	live         map[string]vip.VIPs // the persisted allocations the engine allocates from
+	storeChanged atomic.Bool
 
 	// Reload handover (handover.go); successor is guarded by the lineages lock.
 	identity  func() string // the lineage key, once every plugin of the server is set up
@@ -50,8 +50,9 @@ type source interface {
 	start(notify func()) error
 	stop()
 	synced() bool
-	// entries returns a snapshot, and the input that could not even be read as an entry.
-	entries() ([]Entry, []Problem)
+	// changes returns the entries that changed since the last call (every entry, at the first),
+	// nil for one that is gone, and all the input that could not even be read as an entry.
+	changes() ([]change, []Problem)
 }
 
 func newIstioGlobal() *IstioGlobal {
@@ -103,136 +104,12 @@ func (ig *IstioGlobal) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dn
 		return rp.write(w)
 	}
 
-	var rrs, extra []dns.RR
-	switch q.Qtype {
-	case dns.TypeA:
-		rrs = n.a
-	case dns.TypeAAAA:
-		rrs = n.aaaa
-	case dns.TypeSRV:
-		rrs, extra = n.srv, n.extra
-	case dns.TypePTR:
-		rrs = n.ptr
-	case dns.TypeTXT:
-		if ig.debug {
-			rrs = n.txt
-		}
-	case dns.TypeSOA:
-		if n == n.zone.apex {
-			rrs = n.zone.soa
-		}
-	case dns.TypeNS:
-		if n == n.zone.apex {
-			rrs = n.zone.ns
-			extra = n.extra
-		}
-	case dns.TypeANY:
-		// RFC 8482: one RRset is a complete answer to ANY.
-		switch {
-		case n == n.zone.apex:
-			rrs = n.zone.soa
-		case len(n.a) > 0:
-			rrs = n.a
-		case len(n.aaaa) > 0:
-			rrs = n.aaaa
-		case len(n.srv) > 0:
-			rrs = n.srv
-		case len(n.ptr) > 0:
-			rrs = n.ptr
-		case ig.debug && !n.pending:
-			rrs = n.txt
-		}
-	}
-	if len(rrs) == 0 {
-		if n.pending && (q.Qtype == dns.TypeA || q.Qtype == dns.TypeAAAA || q.Qtype == dns.TypeANY) {
+	rp.msg.Answer, rp.msg.Extra = rp.answer(t, n, q, exact && !folded, ig.debug)
+	if len(rp.msg.Answer) == 0 {
+		if n.host != nil && n.host.pending && (q.Qtype == dns.TypeA || q.Qtype == dns.TypeAAAA || q.Qtype == dns.TypeANY) {
 			return dns.RcodeServerFailure, nil
 		}
-		rp.msg.Ns = rp.authority(n.zone.soa)
-		return rp.write(w)
-	}
-	// The table's owner names are lower case: an exact match of an unfolded question has the
-	// question's spelling already, and comparing would touch the RR for nothing.
-	rp.msg.Answer = rp.renamed(rrs, q.Name, exact && !folded)
-	if len(extra) > 0 {
-		rp.msg.Extra = slices.Clone(extra)
+		rp.msg.Ns = rp.authority(t.zones[n.zone].soa)
 	}
 	return rp.write(w)
-}
-
-// reply is a response and the storage its sections usually need, so that a reply costs one
-// allocation. RRs from the table are shared read-only, as the file plugin shares its zone's:
-// CoreDNS plugins that modify a response (cache, rewrite) copy it first. What this plugin
-// changes, the owner name, it changes on a copy; and every reply gets its own slices, which
-// plugins such as loadbalance reorder in place.
-type reply struct {
-	msg      dns.Msg
-	question [1]dns.Question
-	section  [1]dns.RR
-}
-
-// setReply is dns.Msg.SetReply without the allocation of a question slice.
-func (rp *reply) setReply(r *dns.Msg) {
-	m := &rp.msg
-	m.Id = r.Id
-	m.Response = true
-	m.Authoritative = true
-	m.Opcode = r.Opcode
-	if m.Opcode == dns.OpcodeQuery {
-		m.RecursionDesired = r.RecursionDesired
-		m.CheckingDisabled = r.CheckingDisabled
-	}
-	rp.question[0] = r.Question[0]
-	m.Question = rp.question[:]
-}
-
-func (rp *reply) write(w dns.ResponseWriter) (int, error) {
-	if err := w.WriteMsg(&rp.msg); err != nil {
-		return dns.RcodeServerFailure, plugin.Error("istioglobal", err)
-	}
-	return rp.msg.Rcode, nil
-}
-
-// authority returns the zone's SOA for the authority section of a negative answer.
-func (rp *reply) authority(soa []dns.RR) []dns.RR {
-	rp.section[0] = soa[0]
-	return rp.section[:]
-}
-
-// renamed returns src owned by name, the question's own spelling: the table's RRs when they
-// already are (same says so, or the names compare equal), copies when the name differs (a
-// wildcard, or another case).
-func (rp *reply) renamed(src []dns.RR, name string, same bool) []dns.RR {
-	if same || src[0].Header().Name == name {
-		if len(src) == 1 {
-			rp.section[0] = src[0]
-			return rp.section[:]
-		}
-		return slices.Clone(src)
-	}
-	out := rp.section[:]
-	if len(src) > 1 {
-		out = make([]dns.RR, len(src))
-	}
-	switch src[0].(type) {
-	case *dns.A:
-		cp := make([]dns.A, len(src))
-		for i, rr := range src {
-			cp[i] = *rr.(*dns.A)
-			cp[i].Hdr.Name = name
-			out[i] = &cp[i]
-		}
-	case *dns.AAAA:
-		cp := make([]dns.AAAA, len(src))
-		for i, rr := range src {
-			cp[i] = *rr.(*dns.AAAA)
-			cp[i].Hdr.Name = name
-			out[i] = &cp[i]
-		}
-	default:
-		for i, rr := range src {
-			out[i] = dns.Copy(rr)
-			out[i].Header().Name = name
-		}
-	}
-	return out
 }

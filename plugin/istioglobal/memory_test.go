@@ -41,7 +41,7 @@ func TestInformerMemory(t *testing.T) {
 	// what it built.
 	ig.shutdown()
 	ig.table.Store(nil)
-	ig.last = nil
+	ig.engine = nil
 	perThousand := float64(heapInUse()-before) / n * 1000 / (1 << 20)
 	t.Logf("informer cache: %.2f MB per 1,000 ServiceEntries", perThousand)
 	if perThousand > 0.6 {

@@ -48,7 +48,7 @@ var (
 		Namespace: plugin.Namespace,
 		Subsystem: "istioglobal",
 		Name:      "rebuild_duration_seconds",
-		Help:      "Time to build the lookup table from all ServiceEntries.",
+		Help:      "Time to apply a batch of changes and publish the table's new generation.",
 		Buckets:   prometheus.ExponentialBuckets(0.0005, 4, 10), // 0.5 ms to ~2 min
 	})
 	allocated = promauto.NewGaugeVec(prometheus.GaugeOpts{
@@ -73,27 +73,23 @@ var (
 
 // observe publishes what the served table holds, and the problems of its input; a is nil when
 // autoallocate is off.
-func observe(t *Table, problems []Problem, a *vip.Allocator) {
-	entriesServed.Set(float64(t.entries))
-	namesServed.Set(float64(t.hosts))
-	otherZones.Set(float64(t.other))
-	counts := make(map[[2]string]int)
-	for _, p := range problems {
-		counts[[2]string{p.Kind, p.Reason}]++
-	}
+func observe(s tableStats, hosts int, problems map[[2]string]int, a *vip.Allocator) {
+	entriesServed.Set(float64(s.entries))
+	namesServed.Set(float64(hosts))
+	otherZones.Set(float64(s.other))
 	skipped.Reset() // reasons that are gone must not linger
-	for kr, n := range counts {
+	for kr, n := range problems {
 		skipped.WithLabelValues(kr[0], kr[1]).Set(float64(n))
 	}
-	for _, record := range []string{"ptr", "srv", "txt"} {
-		capped.WithLabelValues(record).Set(float64(t.capped[record]))
+	for i, record := range cappedRecords {
+		capped.WithLabelValues(record).Set(float64(s.capped[i]))
 	}
 	if a != nil {
 		v4, v6 := a.Capacity()
 		for i, family := range []string{"ipv4", "ipv6"} {
 			capacity := [2]uint64{v4, v6}[i]
-			allocated.WithLabelValues(family).Set(float64(t.allocated[i]))
-			allocationFree.WithLabelValues(family).Set(float64(capacity - min(capacity, uint64(t.allocated[i]))))
+			allocated.WithLabelValues(family).Set(float64(s.allocated[i]))
+			allocationFree.WithLabelValues(family).Set(float64(capacity - min(capacity, uint64(s.allocated[i]))))
 		}
 	}
 }

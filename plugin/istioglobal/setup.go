@@ -145,7 +145,7 @@ func parse(c *caddy.Controller) (*IstioGlobal, error) {
 			return nil, c.Err("allocations: needs the Kubernetes API; add kubeconfig")
 		}
 		ig.store = vip.NewStore(allocations[0], allocations[1], kube.config, ig.allocator)
-		ig.sources = append(ig.sources, storeSource{ig.store})
+		ig.sources = append(ig.sources, storeSource{ig.store, &ig.storeChanged})
 	}
 	return ig, nil
 }

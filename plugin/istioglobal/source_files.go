@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
@@ -28,6 +29,10 @@ type fileSource struct {
 	paths   []string
 	watcher *fsnotify.Watcher
 	done    chan struct{}
+
+	changed  atomic.Bool // the files changed since the last read
+	last     snapshots
+	problems []Problem // of the last read
 }
 
 func newFileSource(paths []string) *fileSource { return &fileSource{paths: paths} }
@@ -51,6 +56,7 @@ func (f *fileSource) start(notify func()) error {
 	}
 	f.watcher = w
 	f.done = make(chan struct{})
+	f.changed.Store(true)
 	go func() {
 		defer close(f.done)
 		// A save is several events (create, write, chmod, a ConfigMap volume's symlink swap):
@@ -80,6 +86,7 @@ func (f *fileSource) start(notify func()) error {
 				changed() // an overflow may have hidden a change
 			case <-settled.C:
 				pending = false
+				f.changed.Store(true)
 				notify()
 			}
 		}
@@ -111,6 +118,44 @@ func (f *fileSource) stop() {
 }
 
 func (f *fileSource) synced() bool { return true }
+
+// changes reads every file again after a change to any, and returns the entries that differ
+// from the last read.
+func (f *fileSource) changes() ([]change, []Problem) {
+	if !f.changed.Swap(false) {
+		return nil, f.problems
+	}
+	entries, problems := f.entries()
+	f.problems = problems
+	return f.last.diff(entries), problems
+}
+
+// snapshots turns successive complete lists of entries into changes. A namespace/name listed
+// twice is two entries, told apart by their order.
+type snapshots struct{ last map[entryID]*Entry }
+
+func (s *snapshots) diff(entries []Entry) []change {
+	next := make(map[entryID]*Entry, len(entries))
+	dups := make(map[[2]string]int)
+	var out []change
+	for i := range entries {
+		e := &entries[i]
+		k := [2]string{e.Namespace, e.Name}
+		id := entryID{namespace: e.Namespace, name: e.Name, dup: dups[k]}
+		dups[k]++
+		next[id] = e
+		if old, ok := s.last[id]; !ok || !old.same(e) {
+			out = append(out, change{id: id, entry: e})
+		}
+	}
+	for id := range s.last {
+		if _, ok := next[id]; !ok {
+			out = append(out, change{id: id})
+		}
+	}
+	s.last = next
+	return out
+}
 
 func (f *fileSource) entries() ([]Entry, []Problem) {
 	var entries []Entry

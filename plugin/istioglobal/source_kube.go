@@ -3,6 +3,8 @@ package istioglobal
 import (
 	"context"
 	"fmt"
+	"strings"
+	"sync"
 	"time"
 
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
@@ -29,6 +31,9 @@ type kubeSource struct {
 	factories []externalversions.SharedInformerFactory
 	indexers  []cache.Indexer // of *cachedEntry
 	handlers  []cache.ResourceEventHandlerRegistration
+
+	mu    sync.Mutex
+	dirty map[string]struct{} // namespace/name of the entries changed since the last changes
 }
 
 func (k *kubeSource) loadConfig() error {
@@ -63,18 +68,23 @@ func (k *kubeSource) start(notify func()) error {
 	}
 	k.stopCh = make(chan struct{})
 	k.factories, k.indexers, k.handlers = nil, nil, nil
+	k.dirty = make(map[string]struct{})
+	changed := func(obj any) {
+		key, err := cache.DeletionHandlingMetaNamespaceKeyFunc(obj)
+		if err != nil {
+			return
+		}
+		k.mu.Lock()
+		k.dirty[key] = struct{}{}
+		k.mu.Unlock()
+		notify()
+	}
+	// Updates that change nothing the table reads (status conditions, relists) are passed on
+	// too: the engine then lets go of the old object, which costs it a map lookup.
 	onChange := cache.ResourceEventHandlerFuncs{
-		AddFunc: func(any) { notify() },
-		UpdateFunc: func(old, cur any) {
-			// Status conditions, resyncs and relists change nothing the table reads.
-			o, ok1 := old.(*cachedEntry)
-			c, ok2 := cur.(*cachedEntry)
-			if ok1 && ok2 && o.same(&c.Entry) {
-				return
-			}
-			notify()
-		},
-		DeleteFunc: func(any) { notify() },
+		AddFunc:    changed,
+		UpdateFunc: func(_, cur any) { changed(cur) },
+		DeleteFunc: changed,
 	}
 	for _, ns := range namespaces {
 		f := externalversions.NewSharedInformerFactoryWithOptions(client, 0,
@@ -129,14 +139,26 @@ func (k *kubeSource) synced() bool {
 	return len(k.handlers) > 0
 }
 
-func (k *kubeSource) entries() ([]Entry, []Problem) {
-	var out []Entry
-	for _, ix := range k.indexers {
-		for _, obj := range ix.List() {
-			if c, ok := obj.(*cachedEntry); ok {
-				out = append(out, c.Entry)
+// changes returns the current entry of every key an event named since the last call: as
+// events arrive before the cache has synced, the first call returns every entry.
+func (k *kubeSource) changes() ([]change, []Problem) {
+	k.mu.Lock()
+	dirty := k.dirty
+	k.dirty = make(map[string]struct{})
+	k.mu.Unlock()
+	out := make([]change, 0, len(dirty))
+	for key := range dirty {
+		namespace, name, _ := strings.Cut(key, "/")
+		c := change{id: entryID{namespace: namespace, name: name}}
+		for _, ix := range k.indexers {
+			if obj, ok, _ := ix.GetByKey(key); ok {
+				if ce, ok := obj.(*cachedEntry); ok {
+					c.entry = &ce.Entry
+				}
+				break
 			}
 		}
+		out = append(out, c)
 	}
 	return out, nil
 }

@@ -285,14 +285,15 @@ type countingSource struct {
 	notify func()
 	reads  atomic.Int64
 	list   atomic.Pointer[[]Entry]
+	snap   snapshots
 }
 
 func (c *countingSource) start(notify func()) error { c.notify = notify; notify(); return nil }
 func (c *countingSource) stop()                     {}
 func (c *countingSource) synced() bool              { return true }
-func (c *countingSource) entries() ([]Entry, []Problem) {
+func (c *countingSource) changes() ([]change, []Problem) {
 	c.reads.Add(1)
-	return *c.list.Load(), nil
+	return c.snap.diff(*c.list.Load()), nil
 }
 
 func TestBurstsCoalesce(t *testing.T) {

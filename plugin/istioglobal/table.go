@@ -1,21 +1,15 @@
 package istioglobal
 
 import (
-	"cmp"
-	"fmt"
 	"net/netip"
-	"slices"
-	"strconv"
 	"strings"
 
-	"github.com/coredns-istio/coredns-istio/plugin/istioglobal/hostname"
-	"github.com/coredns-istio/coredns-istio/plugin/istioglobal/vip"
 	"github.com/miekg/dns"
 )
 
 // What one answer may carry. Each bounds what an adversary who can write ServiceEntries can put
 // into one RRset, so that every answer packs within a 64 KiB TCP message, and what one name
-// costs to build, so that entries sharing an address or a host cost O(N), not O(N²). What is
+// costs to keep, so that entries sharing an address or a host cost O(N), not O(N²). What is
 // left out is counted in coredns_istioglobal_capped and, in the TXT facts, said with "+N more".
 const (
 	// maxAddressesPerHost bounds one host's A (and AAAA) RRset. Istio allows 256 addresses per
@@ -28,590 +22,90 @@ const (
 	maxEntriesNamed     = 3  // entries a logged problem names
 )
 
-// What a node's answers left out, by record type: the capped metric counts nodes.
+// The records whose answers can leave some out, indexing tableStats.capped.
 const (
-	cappedPTR uint8 = 1 << iota
-	cappedSRV
-	cappedTXT
+	cappedPTR = iota // a reverse name held by more than maxPTRPerAddress hosts
+	cappedSRV        // a host with more than maxPortsPerHost named ports
+	cappedTXT        // a host whose facts left some out, or an address with more conflicts than they list
+	cappedKinds
 )
 
-// Table is an immutable snapshot of every name the plugin serves. It is built once per change
-// by build and never modified after it is published, so readers need no lock.
+var cappedRecords = [cappedKinds]string{"ptr", "srv", "txt"}
+
+// Table is one generation of every name the plugin serves. The engine publishes a new one for
+// each change, sharing everything that did not change with the last; a published Table is
+// never modified, so readers need no lock.
 type Table struct {
-	names    map[string]*node // lower-case FQDN → node; holds hosts, wildcards, ENTs and apexes
-	zones    []*zone
-	serial   uint32
-	problems []Problem
-	entries  int            // ServiceEntries that contribute at least one name
-	hosts    int            // names from ServiceEntries, wildcards included
-	other    int            // ServiceEntries with no host in the zones: read, reserved, otherwise ignored
-	capped   map[string]int // record type → names whose answer left records out
-
-	reverse   bool        // a zone is under .arpa: addresses get PTR records
-	wants     []string    // hosts that need a VIP, oldest entry first: they declare no usable address
-	reserved  reservation // what no VIP may ever be
-	allocated [2]int      // hosts served an allocated IPv4, IPv6 VIP
+	names     *cowMap[string, *node]         // lower-case FQDN → node: hosts, wildcards, ENTs, apexes
+	conflicts *cowMap[netip.Addr, *holderList] // addresses held by several hosts: their holders
+	zones     []*zone
+	glue      *hostInfo // the NS target's addresses, when it is a name of ours that has some
+	ttl       uint32
+	serial    uint32
+	tableStats
 }
 
-// tableConfig is what build takes besides the entries: the plugin's configuration.
-type tableConfig struct {
-	zones []string // lower-case FQDNs
-	ttl   uint32
-	ns    nameServer
-	alloc allocFunc // nil: autoallocate off
+// tableStats is what the metrics report of a generation.
+type tableStats struct {
+	entries   int // ServiceEntries that contribute at least one name
+	hosts     int // names from ServiceEntries, wildcards included
+	other     int // ServiceEntries with no host in the zones: read, reserved, otherwise ignored
+	capped    [cappedKinds]int
+	allocated [2]int // hosts served an allocated IPv4, IPv6 VIP
 }
 
-// nameServer is the target of every zone's NS record and SOA MNAME. With addresses, it is a
-// name of ours and answers them (and rides along as glue); without, it resolves elsewhere.
-type nameServer struct {
-	name  string // FQDN
-	addrs []netip.Addr
-}
-
-// allocFunc gives VIPs to the hosts that want them (in priority order), never a reserved
-// address; it returns the hosts it could not serve. vip.Allocator.Deterministic is one; the
-// persisted allocations are another.
-type allocFunc func(hosts []string, reserved func(netip.Addr) bool) (map[string]vip.VIPs, []string)
-
-// optOutLabel is Istio's label for an entry that must not get an auto-allocated address.
-const optOutLabel = "networking.istio.io/enable-autoallocate-ip"
-
-// reservation is every address a ServiceEntry declares in spec or status, whether or not it is
-// served here (another zone, not exported, a range): none of them may become a VIP.
-type reservation struct {
-	addrs    map[netip.Addr]struct{}
-	prefixes []netip.Prefix // once sealed: sorted and disjoint, so has is a binary search
-}
-
-func (r *reservation) add(values ...string) {
-	for _, s := range values {
-		if p, err := netip.ParsePrefix(s); err == nil {
-			if !p.IsSingleIP() {
-				r.prefixes = append(r.prefixes, p.Masked())
-				continue
-			}
-			s = p.Addr().String()
-		}
-		if a, err := netip.ParseAddr(s); err == nil {
-			if r.addrs == nil {
-				r.addrs = make(map[netip.Addr]struct{})
-			}
-			r.addrs[a.Unmap().WithZone("")] = struct{}{}
-		}
-	}
-}
-
-// seal sorts the prefixes and drops those inside another: two prefixes either nest or are
-// disjoint, so what remains is a sorted list of disjoint ranges.
-func (r *reservation) seal() {
-	slices.SortFunc(r.prefixes, func(a, b netip.Prefix) int {
-		return cmp.Or(a.Addr().Compare(b.Addr()), cmp.Compare(a.Bits(), b.Bits()))
-	})
-	kept := r.prefixes[:0]
-	for _, p := range r.prefixes {
-		if len(kept) == 0 || !kept[len(kept)-1].Overlaps(p) {
-			kept = append(kept, p)
-		}
-	}
-	r.prefixes = kept
-}
-
-// has reports whether a is reserved; the reservation must be sealed.
-func (r *reservation) has(a netip.Addr) bool {
-	if _, ok := r.addrs[a]; ok {
-		return true
-	}
-	// The last range that starts at or before a is the only one that can hold it.
-	i, _ := slices.BinarySearchFunc(r.prefixes, a, func(p netip.Prefix, a netip.Addr) int {
-		if p.Addr().Compare(a) <= 0 {
-			return -1
-		}
-		return 1
-	})
-	return i > 0 && r.prefixes[i-1].Contains(a)
-}
-
-// node is a name that exists in a zone. A node without records is an empty non-terminal, or
-// a host whose entries carry no usable address: both answer NODATA.
+// node is a name that exists in a zone, with what answers for it: compact data from which the
+// reply builds its records. A node with nothing is an empty non-terminal, or a host whose
+// entries carry no usable address: both answer NODATA. One name can play several parts (a host
+// that is also a reverse name, or an ENT above others).
 type node struct {
-	zone     *zone
-	a, aaaa  []dns.RR // prebuilt; the owner is rewritten to the question's spelling
-	srv      []dns.RR // at _PORT._tcp|_udp.HOST
-	extra    []dns.RR // the SRV targets' or NS target's A and AAAA, for the additional section
-	ptr      []dns.RR // at the reverse name of an address: the hosts that hold it
-	txt      []dns.RR // what served the name: entries, addresses and their origin, ports
-	wildcard *node    // the "*.<this name>" child, the source of synthesis below this name
-	pending  bool     // wants a VIP that is not known yet: SERVFAIL, not a negative answer
-	capped   uint8    // cappedPTR | cappedSRV | cappedTXT: what its answers left out
+	host     *hostInfo   // a host's (or the NS target's) addresses and what served them
+	srv      *srvSet     // at _PORT._tcp|_udp.HOST
+	ptr      *holderList // at the reverse name of an address: the hosts that hold it
+	wildcard *node       // the "*.<this name>" child, the source of synthesis below this name
+	refs     int32       // names at or below this one that are more than an ENT (engine only)
+	gen      uint32      // the generation that made this copy; the engine changes only its own
+	zone     uint8
+	apex     bool
+}
+
+// hostInfo is what the entries of one host say, merged: oldest entry first, bounded.
+type hostInfo struct {
+	name     string
+	addrs    []netip.Addr // at most maxAddressesPerHost of each family, first come
+	origins  []origin     // of each address
+	entries  []string     // namespace/name of the first maxFactsPerKind entries, oldest first
+	nEntries int
+	ports    []Port // named, without duplicates, at most maxPortsPerHost
+	morePort int    // port declarations beyond maxPortsPerHost
+	pending  bool   // wants a VIP that is not known yet: SERVFAIL, not a negative answer
+}
+
+type origin uint8
+
+const (
+	fromSpec origin = iota
+	fromStatus
+	fromAllocation
+)
+
+var originNames = [...]string{"spec", "status", "allocated"}
+
+// srvSet is the SRV records of one name: the ports of one host that share a name and protocol.
+type srvSet struct {
+	target *hostInfo
+	ports  []uint16
+}
+
+// holderList is the hosts that hold one address, in host order: the first few, and how many.
+type holderList struct {
+	names []string
+	count int
 }
 
 type zone struct {
 	name    string
-	apex    *node
 	soa, ns []dns.RR
-}
-
-// hostData accumulates what all entries say about one host while building.
-type hostData struct {
-	name     string
-	zone     *zone
-	addrs    []netip.Addr          // at most maxAddressesPerHost of each family, first come
-	origin   map[netip.Addr]string // where each address came from: spec, status or allocated
-	v4, v6   int                   // addresses of each family in addrs
-	dropped  int                   // addresses beyond maxAddressesPerHost
-	ports    []Port                // the named ports of its entries, without duplicates, at most maxPortsPerHost
-	portSeen map[Port]bool
-	morePort int      // port declarations beyond maxPortsPerHost
-	entries  []string // namespace/name of every entry that serves the host, oldest first
-	optOut   bool     // an entry carries the opt-out label: never allocate
-	pending  bool     // wants a VIP that the allocator neither gave nor found no room for
-}
-
-// build turns entries into a Table for the zones of c, whose SOA records carry serial. Hosts
-// that declare no usable address get the VIPs c.alloc gives them. It is a pure function of its
-// arguments: the same entries always give the same table, whichever source they came from.
-func build(entries []Entry, c tableConfig, serial uint32) *Table {
-	t := &Table{names: make(map[string]*node), serial: serial}
-	for _, z := range c.zones {
-		zn := newZone(z, c.ttl, serial, c.ns.name)
-		zn.apex = &node{zone: zn}
-		t.reverse = t.reverse || dns.IsSubDomain("arpa.", z)
-		t.zones = append(t.zones, zn)
-		t.names[z] = zn.apex
-	}
-	t.addNameServer(c.ns, c.ttl)
-
-	sorted := entries
-	if !slices.IsSortedFunc(sorted, compareEntries) {
-		sorted = slices.Clone(entries)
-		sortEntries(sorted)
-	}
-
-	hosts := make(map[string]*hostData)
-	var order []*hostData
-	for i := range sorted {
-		e := &sorted[i]
-		t.reserved.add(e.Addresses...)
-		for _, sa := range e.StatusAddresses {
-			t.reserved.add(sa.Value)
-		}
-		if t.addEntry(e, hosts, &order, c.ns.name) {
-			t.entries++
-		}
-	}
-	t.reserved.seal()
-
-	t.allocate(order, c.alloc)
-	holders := make(map[netip.Addr][]string)
-	for _, h := range order {
-		for _, a := range h.addrs {
-			holders[a] = append(holders[a], h.name)
-		}
-	}
-	for _, h := range order {
-		t.addHost(h, c.ttl, holders)
-	}
-	t.hosts = len(order)
-	for _, n := range t.names {
-		for record, bit := range map[string]uint8{"ptr": cappedPTR, "srv": cappedSRV, "txt": cappedTXT} {
-			if n.capped&bit != 0 {
-				if t.capped == nil {
-					t.capped = make(map[string]int)
-				}
-				t.capped[record]++
-			}
-		}
-	}
-	return t
-}
-
-// addNameServer creates the NS target's node with its addresses, when it is a name of ours
-// that has some, and gives every apex its glue. Without addresses it creates nothing, so that
-// a wildcard of the zone still covers the name.
-func (t *Table) addNameServer(ns nameServer, ttl uint32) {
-	z := t.zoneOf(ns.name)
-	if z == nil || len(ns.addrs) == 0 {
-		return
-	}
-	n := t.ensure(ns.name, z)
-	for _, a := range ns.addrs {
-		if a.Is4() {
-			n.a = append(n.a, &dns.A{Hdr: header(ns.name, dns.TypeA, ttl), A: a.AsSlice()})
-		} else {
-			n.aaaa = append(n.aaaa, &dns.AAAA{Hdr: header(ns.name, dns.TypeAAAA, ttl), AAAA: a.AsSlice()})
-		}
-	}
-	glue := slices.Concat(n.a, n.aaaa)
-	for _, zn := range t.zones {
-		zn.apex.extra = glue
-	}
-}
-
-// ourHosts returns the entry's hosts that lie in the zones, canonical. An entry with a host in
-// the zones is ours to judge: a problem is recorded for each of its hosts that cannot be served
-// (invalid names too, whatever zone they meant). Valid hosts of other zones, such as an external
-// API, are simply not ours; an entry with nothing else is not ours at all (claimed is false).
-func (t *Table) ourHosts(e *Entry, key, nsName string) (names []string, claimed bool) {
-	var invalid []Problem
-	for _, raw := range e.Hosts {
-		name, err := hostname.Canonical(raw)
-		if err != nil {
-			p := Problem{Kind: kindHost, Reason: reasonInvalidHost, Entry: key, Detail: fmt.Sprintf("%q: %v", raw, err)}
-			invalid = append(invalid, p)
-			claimed = claimed || t.zoneOf(dns.Fqdn(raw)) != nil
-			continue
-		}
-		z := t.zoneOf(name)
-		if z == nil {
-			continue
-		}
-		claimed = true
-		switch name {
-		case z.name:
-			t.problem(kindHost, reasonInvalidHost, key, fmt.Sprintf("%q: is the zone apex", raw))
-		case nsName:
-			t.problem(kindHost, reasonInvalidHost, key, fmt.Sprintf("%q: is the zones' name server", raw))
-		default:
-			names = append(names, name)
-		}
-	}
-	if claimed {
-		t.problems = append(t.problems, invalid...)
-	}
-	return names, claimed
-}
-
-// addEntry validates one entry and merges its hosts and addresses into hosts. It reports
-// whether the entry contributes at least one name. An entry with no host in the zones costs
-// only its reading: no problem is recorded for it, it is merely counted.
-func (t *Table) addEntry(e *Entry, hosts map[string]*hostData, order *[]*hostData, nsName string) bool {
-	key := e.key()
-	if len(e.Hosts) == 0 {
-		t.problem(kindEntry, reasonNoHosts, key, "spec.hosts (empty)")
-		return false
-	}
-	names, claimed := t.ourHosts(e, key, nsName)
-	if !claimed {
-		t.other++
-		return false
-	}
-	if !e.exported() {
-		t.problem(kindEntry, reasonNotExported, key, fmt.Sprintf("exportTo %q", e.ExportTo))
-		return false
-	}
-
-	specAddrs := t.parseAddresses(key, "spec.addresses", e.Addresses)
-	var status map[string][]string // canonical host → its status.addresses, read once per entry
-	if len(specAddrs) == 0 && len(e.StatusAddresses) > 0 {
-		status = make(map[string][]string)
-		for _, sa := range e.StatusAddresses {
-			if n, err := hostname.Canonical(sa.Host); err == nil {
-				status[n] = append(status[n], sa.Value)
-			}
-		}
-	}
-	for _, name := range names {
-		h := hosts[name]
-		if h == nil {
-			h = &hostData{name: name, zone: t.zoneOf(name), origin: make(map[netip.Addr]string)}
-			hosts[name] = h
-			*order = append(*order, h)
-		}
-		// Entries arrive one after the other: only the last can be this one (a host listed twice).
-		if len(h.entries) == 0 || h.entries[len(h.entries)-1] != key {
-			h.entries = append(h.entries, key)
-		}
-		h.optOut = h.optOut || e.Labels[optOutLabel] == "false"
-
-		addrs, origin := specAddrs, "spec"
-		if len(addrs) == 0 {
-			addrs, origin = t.parseAddresses(key, "status.addresses", status[name]), "status"
-		}
-		for _, a := range addrs {
-			h.add(a, origin)
-		}
-		for i, p := range e.Ports {
-			if len(h.ports) == maxPortsPerHost {
-				h.morePort += len(e.Ports) - i
-				break
-			}
-			h.addPort(p)
-		}
-	}
-	return len(names) > 0
-}
-
-// addPort adds a named port once, in the order the entries declare them.
-func (h *hostData) addPort(p Port) {
-	if p.Name == "" {
-		return
-	}
-	if h.portSeen == nil {
-		h.portSeen = make(map[Port]bool)
-	}
-	if !h.portSeen[p] {
-		h.portSeen[p] = true
-		h.ports = append(h.ports, p)
-	}
-}
-
-// allocate adds VIPs to the hosts that declare no usable address, are no wildcard and have not
-// opted out.
-func (t *Table) allocate(order []*hostData, alloc allocFunc) {
-	byName := make(map[string]*hostData)
-	for _, h := range order {
-		if len(h.addrs) == 0 && !h.optOut && !strings.HasPrefix(h.name, "*.") {
-			t.wants = append(t.wants, h.name)
-			byName[h.name] = h
-		}
-	}
-	if alloc == nil || len(t.wants) == 0 {
-		return
-	}
-	vips, exhausted := alloc(t.wants, t.reserved.has)
-	full := make(map[string]bool, len(exhausted))
-	for _, name := range exhausted {
-		full[name] = true
-	}
-	for _, name := range t.wants {
-		v, ok := vips[name]
-		h := byName[name]
-		// Persisted VIPs appear once the leader has written them: until then the answer is
-		// unknown, and a negative one would be cached.
-		h.pending = !ok && !full[name]
-		for i, a := range []netip.Addr{v.V4, v.V6} {
-			if a.IsValid() {
-				h.add(a, "allocated")
-				t.allocated[i]++
-			}
-		}
-	}
-	for _, name := range exhausted {
-		t.problem(kindAddress, reasonExhausted, entryList(byName[name].entries),
-			fmt.Sprintf("no VIP for %s: the autoallocate ranges are full", name))
-	}
-}
-
-// parseAddresses keeps the single addresses among raw (IPs and /32 or /128 CIDRs) and
-// records a problem for every other value.
-func (t *Table) parseAddresses(key, field string, raw []string) []netip.Addr {
-	var out []netip.Addr
-	for _, s := range raw {
-		a, reason, err := parseAddress(s)
-		if err != nil {
-			t.problem(kindAddress, reason, key, fmt.Sprintf("%s %q: %v", field, s, err))
-			continue
-		}
-		out = append(out, a)
-	}
-	return out
-}
-
-// add adds an address once, unless the host has maxAddressesPerHost of its family already.
-func (h *hostData) add(a netip.Addr, origin string) {
-	if _, dup := h.origin[a]; dup {
-		return
-	}
-	family := &h.v6
-	if a.Is4() {
-		family = &h.v4
-	}
-	if *family == maxAddressesPerHost {
-		h.dropped++
-		return
-	}
-	*family++
-	h.origin[a] = origin
-	h.addrs = append(h.addrs, a)
-}
-
-// addHost creates the node for a host, its ancestors up to the apex as empty non-terminals,
-// and, for a wildcard, the link from its parent that lookups synthesize from; then its SRV,
-// PTR and TXT records. holders are the hosts that hold each address, oldest first.
-func (t *Table) addHost(h *hostData, ttl uint32, holders map[netip.Addr][]string) {
-	n := t.ensure(h.name, h.zone)
-	n.pending = h.pending
-	for _, a := range h.addrs {
-		if a.Is4() {
-			n.a = append(n.a, &dns.A{Hdr: header(h.name, dns.TypeA, ttl), A: a.AsSlice()})
-		} else {
-			n.aaaa = append(n.aaaa, &dns.AAAA{Hdr: header(h.name, dns.TypeAAAA, ttl), AAAA: a.AsSlice()})
-		}
-	}
-	if h.dropped > 0 {
-		t.problem(kindAddress, reasonTooMany, entryList(h.entries),
-			fmt.Sprintf("%d of %d addresses of %s (limit %d per family)", h.dropped, len(h.addrs)+h.dropped, h.name, maxAddressesPerHost))
-	}
-	if parent, ok := strings.CutPrefix(h.name, "*."); ok {
-		t.ensure(parent, h.zone).wildcard = n
-	} else {
-		t.addSRV(h, n, ttl)
-		if t.reverse {
-			t.addPTR(h, ttl, holders)
-		}
-	}
-	if h.morePort > 0 {
-		n.capped |= cappedSRV // ports beyond maxPortsPerHost have no SRV record
-	}
-	txt, capped := facts(h, holders)
-	if capped {
-		n.capped |= cappedTXT
-	}
-	n.txt = []dns.RR{&dns.TXT{Hdr: header(h.name, dns.TypeTXT, ttl), Txt: txt}}
-}
-
-// addSRV adds _NAME._tcp.HOST (or _udp) for each named port, pointing at the host, whose
-// addresses ride along in the additional section. A wildcard has no name to put them under.
-func (t *Table) addSRV(h *hostData, n *node, ttl uint32) {
-	if len(h.ports) == 0 {
-		return
-	}
-	extra := slices.Concat(n.a, n.aaaa)
-	tooLong := 0
-	for _, p := range h.ports {
-		label := "_" + strings.ToLower(p.Name)
-		if hostname.CheckLabel(label) != nil || p.Number == 0 || p.Number > 65535 {
-			continue // Istio validates both; a file may not have
-		}
-		proto := "._tcp."
-		if strings.EqualFold(p.Protocol, "UDP") {
-			proto = "._udp."
-		}
-		name := label + proto + h.name
-		if _, ok := dns.IsDomainName(name); !ok {
-			tooLong++
-			continue
-		}
-		sn := t.ensure(name, h.zone)
-		sn.srv = append(sn.srv, &dns.SRV{Hdr: header(name, dns.TypeSRV, ttl), Priority: 0, Weight: 100, Port: uint16(p.Number), Target: h.name})
-		sn.extra = extra
-	}
-	if tooLong > 0 {
-		t.problem(kindPort, reasonInvalidHost, entryList(h.entries),
-			fmt.Sprintf("%d SRV names for ports of %s: longer than a DNS name can be", tooLong, h.name))
-	}
-}
-
-// addPTR adds the reverse name of each of the host's addresses that lies in one of the zones.
-// Hosts are added oldest first; the first maxPTRPerAddress holders of an address are named.
-func (t *Table) addPTR(h *hostData, ttl uint32, holders map[netip.Addr][]string) {
-	for _, a := range h.addrs {
-		rev, err := dns.ReverseAddr(a.String())
-		if err != nil {
-			continue
-		}
-		z := t.zoneOf(rev)
-		if z == nil {
-			continue
-		}
-		pn := t.ensure(rev, z)
-		if len(pn.ptr) == maxPTRPerAddress {
-			pn.capped |= cappedPTR
-			continue
-		}
-		pn.ptr = append(pn.ptr, &dns.PTR{Hdr: header(rev, dns.TypePTR, ttl), Ptr: h.name})
-	}
-}
-
-// entryList names the entries of a problem: the first few, and how many more.
-func entryList(entries []string) string {
-	if len(entries) <= maxEntriesNamed {
-		return strings.Join(entries, ",")
-	}
-	return strings.Join(entries[:maxEntriesNamed], ",") + fmt.Sprintf(" and %d more", len(entries)-maxEntriesNamed)
-}
-
-// facts are the TXT strings that tell who serves a name, one fact a string: the entries, each
-// address and where it came from, the ports, and addresses another host holds too. Each kind
-// lists at most maxFactsPerKind, then "KIND=+N more"; capped reports whether any did.
-func facts(h *hostData, holders map[netip.Addr][]string) (out []string, capped bool) {
-	var f factList
-	f.kind("serviceentry", len(h.entries), func(i int) string { return h.entries[i] })
-	f.kind("address", len(h.addrs), func(i int) string { return h.addrs[i].String() + " (" + h.origin[h.addrs[i]] + ")" })
-	f.kind("port", len(h.ports), func(i int) string {
-		p := h.ports[i]
-		return p.Name + "/" + strconv.FormatUint(uint64(p.Number), 10) + "/" + strings.ToUpper(p.Protocol)
-	})
-	f.more("port", h.morePort)
-	// Conflicts: for each address, the other hosts holding it, in holder order. Only the
-	// first few of each address are looked at, whatever the number of holders.
-	listed, total := 0, 0
-	for _, a := range h.addrs {
-		others := holders[a]
-		total += len(others) - 1
-		for _, other := range others {
-			if listed == maxFactsPerKind {
-				break
-			}
-			if other != h.name {
-				f.add("conflict=" + a.String() + " also " + strings.TrimSuffix(other, "."))
-				listed++
-			}
-		}
-	}
-	f.more("conflict", total-listed)
-	return f.out, f.capped
-}
-
-// factList collects TXT strings, each at most the 255 octets one string holds.
-type factList struct {
-	out    []string
-	capped bool
-}
-
-func (f *factList) add(s string) {
-	if len(s) > 255 {
-		s = s[:255]
-	}
-	f.out = append(f.out, s)
-}
-
-// kind adds "KIND=VALUE" for the first maxFactsPerKind of n values, then how many more exist.
-func (f *factList) kind(kind string, n int, value func(int) string) {
-	for i := range min(n, maxFactsPerKind) {
-		f.add(kind + "=" + value(i))
-	}
-	f.more(kind, n-maxFactsPerKind)
-}
-
-func (f *factList) more(kind string, n int) {
-	if n > 0 {
-		f.add(kind + "=+" + strconv.Itoa(n) + " more")
-		f.capped = true
-	}
-}
-
-// ensure returns the node for name, creating it and every missing ancestor below the apex.
-func (t *Table) ensure(name string, z *zone) *node {
-	n, ok := t.names[name]
-	if ok {
-		return n
-	}
-	n = &node{zone: z}
-	t.names[name] = n
-	for off, end := dns.NextLabel(name, 0); !end; off, end = dns.NextLabel(name, off) {
-		ancestor := name[off:]
-		if _, ok := t.names[ancestor]; ok {
-			break // it, and so its ancestors, exist already
-		}
-		t.names[ancestor] = &node{zone: z}
-	}
-	return n
-}
-
-// zoneOf returns the most specific zone that contains name (either case), or nil.
-func (t *Table) zoneOf(name string) *zone {
-	var best *zone
-	for _, z := range t.zones {
-		if inZone(name, z.name) && (best == nil || len(z.name) > len(best.name)) {
-			best = z
-		}
-	}
-	return best
-}
-
-func (t *Table) problem(kind, reason, entry, detail string) {
-	t.problems = append(t.problems, Problem{Kind: kind, Reason: reason, Entry: entry, Detail: detail})
 }
 
 // find is lookup of a name in any case. It lower-cases the name on its own frame, which is
@@ -629,15 +123,24 @@ func (t *Table) find(name string) (n *node, z *zone, exact, folded bool) {
 // itself (exact), else the wildcard child of its closest encloser (RFC 4592). When the name
 // does not exist it returns a nil node and the closest encloser's zone.
 func (t *Table) lookup(qname []byte) (n *node, z *zone, exact bool) {
-	if n, ok := t.names[string(qname)]; ok {
-		return n, n.zone, true
+	if n := t.get(qname); n != nil {
+		return n, t.zones[n.zone], true
 	}
 	for off, end := nextLabel(qname, 0); !end; off, end = nextLabel(qname, off) {
-		if ce, ok := t.names[string(qname[off:])]; ok {
-			return ce.wildcard, ce.zone, false
+		if ce := t.get(qname[off:]); ce != nil {
+			return ce.wildcard, t.zones[ce.zone], false
 		}
 	}
 	return nil, nil, false
+}
+
+func (t *Table) get(name []byte) *node {
+	return t.names.shards[shardOf(hashNameBytes(name))][string(name)]
+}
+
+// node returns the node of a lower-case name, for tests and zone transfers.
+func (t *Table) node(name string) *node {
+	return t.names.shards[shardOf(hashName(name))][name]
 }
 
 func newZone(name string, ttl, serial uint32, ns string) *zone {
@@ -659,28 +162,4 @@ func newZone(name string, ttl, serial uint32, ns string) *zone {
 
 func header(name string, rrtype uint16, ttl uint32) dns.RR_Header {
 	return dns.RR_Header{Name: name, Rrtype: rrtype, Class: dns.ClassINET, Ttl: ttl}
-}
-
-// parseAddress accepts an IPv4 or IPv6 address, or a CIDR of exactly one address. On error
-// it also returns the reason the value is skipped.
-func parseAddress(s string) (netip.Addr, string, error) {
-	a, err := netip.ParseAddr(s)
-	if err != nil {
-		p, perr := netip.ParsePrefix(s)
-		if perr != nil {
-			return netip.Addr{}, reasonInvalid, fmt.Errorf("not an IP address or CIDR")
-		}
-		if !p.IsSingleIP() {
-			return netip.Addr{}, reasonCIDR, fmt.Errorf("a range, not one address")
-		}
-		a = p.Addr()
-	}
-	if a.Zone() != "" {
-		return netip.Addr{}, reasonInvalid, fmt.Errorf("has an IPv6 zone")
-	}
-	a = a.Unmap()
-	if a.IsUnspecified() {
-		return netip.Addr{}, reasonUnspecified, fmt.Errorf("the unspecified address")
-	}
-	return a, "", nil
 }

@@ -390,3 +390,14 @@ func addressesIn(s string) []netip.Addr {
 	}
 	return out
 }
+
+// Overlaps reports whether p overlaps one of the ranges: only addresses there can ever be a
+// VIP, so only reservations there matter.
+func (a *Allocator) Overlaps(p netip.Prefix) bool {
+	for _, r := range slices.Concat(a.v4.ranges, a.v6.ranges) {
+		if r.Overlaps(p) {
+			return true
+		}
+	}
+	return false
+}

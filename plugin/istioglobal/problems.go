@@ -1,0 +1,53 @@
+package istioglobal
+
+// problemSet is every problem of the input, kept by its owners (an entry, a host, a source's
+// unreadable files) and counted by text, so that each is logged once when it first appears,
+// however often its owner changes, and the skipped metric costs nothing to keep.
+type problemSet struct {
+	present map[string]int32    // text → owners that have it
+	before  map[string]int32    // texts touched since the last logNew: their count before
+	counts  map[[2]string]int // kind, reason → problems
+}
+
+func newProblemSet() problemSet {
+	return problemSet{present: map[string]int32{}, before: map[string]int32{}, counts: map[[2]string]int{}}
+}
+
+// replace makes next the problems of the owner that had *owner.
+func (s *problemSet) replace(owner *[]Problem, next []Problem) {
+	if len(*owner) == 0 && len(next) == 0 {
+		return
+	}
+	for _, p := range *owner {
+		s.count(p, -1)
+	}
+	for _, p := range next {
+		s.count(p, 1)
+	}
+	*owner = next
+}
+
+func (s *problemSet) count(p Problem, d int32) {
+	text := p.String()
+	if _, ok := s.before[text]; !ok {
+		s.before[text] = s.present[text]
+	}
+	s.present[text] += d
+	if s.present[text] <= 0 {
+		delete(s.present, text)
+	}
+	kr := [2]string{p.Kind, p.Reason}
+	if s.counts[kr] += int(d); s.counts[kr] <= 0 {
+		delete(s.counts, kr)
+	}
+}
+
+// logNew logs the problems that appeared since it last ran.
+func (s *problemSet) logNew() {
+	for text, n := range s.before {
+		if n == 0 && s.present[text] > 0 {
+			log.Warning(text)
+		}
+	}
+	clear(s.before)
+}
