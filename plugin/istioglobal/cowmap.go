@@ -14,10 +14,10 @@ const shardCount = 2048
 
 var hashSeed = maphash.MakeSeed()
 
-func hashName(s string) uint64         { return maphash.String(hashSeed, s) }
-func hashNameBytes(b []byte) uint64    { return maphash.Bytes(hashSeed, b) }
-func hashAddr(a netip.Addr) uint64     { return maphash.Comparable(hashSeed, a) }
-func shardOf(h uint64) int             { return int(h & (shardCount - 1)) }
+func hashName(s string) uint64                      { return maphash.String(hashSeed, s) }
+func hashNameBytes(b []byte) uint64                 { return maphash.Bytes(hashSeed, b) }
+func hashAddr(a netip.Addr) uint64                  { return maphash.Comparable(hashSeed, a) }
+func shardOf(h uint64) int                          { return int(h & (shardCount - 1)) }
 func newShards[K comparable, V any]() *cowMap[K, V] { return &cowMap[K, V]{} }
 
 // cowMap is one generation of a sharded copy-on-write map. A published generation is never

@@ -482,4 +482,3 @@ func (e *engine) allocate() {
 		}
 	}
 }
-

@@ -4,8 +4,8 @@ package istioglobal
 // unreadable files) and counted by text, so that each is logged once when it first appears,
 // however often its owner changes, and the skipped metric costs nothing to keep.
 type problemSet struct {
-	present map[string]int32    // text → owners that have it
-	before  map[string]int32    // texts touched since the last logNew: their count before
+	present map[string]int32  // text → owners that have it
+	before  map[string]int32  // texts touched since the last logNew: their count before
 	counts  map[[2]string]int // kind, reason → problems
 }
 

@@ -9,6 +9,7 @@ import (
 	"github.com/coredns/coredns/plugin"
 	"github.com/miekg/dns"
 )
+
 // reply is a response and the storage its sections usually need, so that a reply costs one
 // allocation. RRs from the table are shared read-only, as the file plugin shares its zone's:
 // CoreDNS plugins that modify a response (cache, rewrite) copy it first. What this plugin

@@ -36,7 +36,7 @@ var cappedRecords = [cappedKinds]string{"ptr", "srv", "txt"}
 // each change, sharing everything that did not change with the last; a published Table is
 // never modified, so readers need no lock.
 type Table struct {
-	names     *cowMap[string, *node]         // lower-case FQDN → node: hosts, wildcards, ENTs, apexes
+	names     *cowMap[string, *node]           // lower-case FQDN → node: hosts, wildcards, ENTs, apexes
 	conflicts *cowMap[netip.Addr, *holderList] // addresses held by several hosts: their holders
 	zones     []*zone
 	glue      *hostInfo // the NS target's addresses, when it is a name of ours that has some
