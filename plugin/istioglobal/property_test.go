@@ -1,0 +1,354 @@
+package istioglobal
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coredns-istio/coredns-istio/plugin/istioglobal/vip"
+	"github.com/coredns/coredns/plugin/pkg/dnstest"
+	"github.com/coredns/coredns/plugin/test"
+	"github.com/miekg/dns"
+)
+
+// oracleReply answers q from an oracle table as the handler did before the engine: the
+// question's spelling for owners, SOA in the authority section of negative answers.
+func oracleReply(t *oTable, q dns.Question, debug bool) *dns.Msg {
+	m := new(dns.Msg)
+	m.SetQuestion(q.Name, q.Qtype)
+	n, z, _, _ := t.find(q.Name)
+	if n == nil {
+		if z == nil {
+			var names []string
+			for _, z := range t.zones {
+				names = append(names, z.name)
+			}
+			z = t.zones[matchZone(names, q.Name)]
+		}
+		m.Rcode = dns.RcodeNameError
+		m.Ns = z.soa
+		return m
+	}
+	var rrs, extra []dns.RR
+	switch q.Qtype {
+	case dns.TypeA:
+		rrs = n.a
+	case dns.TypeAAAA:
+		rrs = n.aaaa
+	case dns.TypeSRV:
+		rrs, extra = n.srv, n.extra
+	case dns.TypePTR:
+		rrs = n.ptr
+	case dns.TypeTXT:
+		if debug {
+			rrs = n.txt
+		}
+	case dns.TypeSOA:
+		if n == n.oZone.apex {
+			rrs = n.oZone.soa
+		}
+	case dns.TypeNS:
+		if n == n.oZone.apex {
+			rrs, extra = n.oZone.ns, n.extra
+		}
+	case dns.TypeANY:
+		switch {
+		case n == n.oZone.apex:
+			rrs = n.oZone.soa
+		case len(n.a) > 0:
+			rrs = n.a
+		case len(n.aaaa) > 0:
+			rrs = n.aaaa
+		case len(n.srv) > 0:
+			rrs = n.srv
+		case len(n.ptr) > 0:
+			rrs = n.ptr
+		case debug && !n.pending:
+			rrs = n.txt
+		}
+	}
+	if len(rrs) == 0 {
+		if n.pending && (q.Qtype == dns.TypeA || q.Qtype == dns.TypeAAAA || q.Qtype == dns.TypeANY) {
+			m.Rcode = dns.RcodeServerFailure
+			return m
+		}
+		m.Ns = n.oZone.soa
+		return m
+	}
+	for _, rr := range rrs {
+		cp := dns.Copy(rr)
+		cp.Header().Name = q.Name
+		m.Answer = append(m.Answer, cp)
+	}
+	m.Extra = extra
+	return m
+}
+
+// reply is what the plugin answers q from the table it serves.
+func servedReply(t *testing.T, ig *IstioGlobal, q dns.Question) *dns.Msg {
+	m := new(dns.Msg)
+	m.SetQuestion(q.Name, q.Qtype)
+	rec := dnstest.NewRecorder(&test.ResponseWriter{})
+	rcode, err := ig.ServeDNS(context.Background(), rec, m)
+	if err != nil {
+		t.Fatalf("%s %s: %v", q.Name, dns.TypeToString[q.Qtype], err)
+	}
+	if rec.Msg == nil { // SERVFAIL and the like: the server writes them
+		out := new(dns.Msg)
+		out.Rcode = rcode
+		return out
+	}
+	if _, err := rec.Msg.Pack(); err != nil {
+		t.Fatalf("%s %s does not pack: %v", q.Name, dns.TypeToString[q.Qtype], err)
+	}
+	return rec.Msg
+}
+
+// sameReply reports how two replies differ, or "".
+func sameReply(got, want *dns.Msg) string {
+	section := func(rrs []dns.RR) string {
+		var s []string
+		for _, rr := range rrs {
+			s = append(s, rr.String())
+		}
+		return strings.Join(s, "\n\t")
+	}
+	if got.Rcode != want.Rcode {
+		return fmt.Sprintf("rcode %s, want %s", dns.RcodeToString[got.Rcode], dns.RcodeToString[want.Rcode])
+	}
+	for _, s := range []struct {
+		name      string
+		got, want []dns.RR
+	}{{"answer", got.Answer, want.Answer}, {"authority", got.Ns, want.Ns}, {"additional", got.Extra, want.Extra}} {
+		if g, w := section(s.got), section(s.want); g != w {
+			return fmt.Sprintf("%s:\n\t%s\nwant:\n\t%s", s.name, g, w)
+		}
+	}
+	return ""
+}
+
+// world generates random entries from small pools, so that random events collide: the same
+// host in several entries, shared addresses, wildcards over hosts, ties in creation time,
+// hosts in other zones, bad values.
+type world struct {
+	r   *rand.Rand
+	ids []entryID
+}
+
+var (
+	worldHosts = []string{
+		"h0.a.global", "h1.a.global", "h2.b.global", "H3.b.global", "deep.h0.a.global",
+		"*.a.global", "*.h0.a.global", "*.w.global", "x.w.global",
+		"_http._tcp.h0.a.global", // the SRV name of h0's port "http"
+		"5.0.0.10.in-addr.arpa", "api.example.com", "bad host", "global", "ns.dns.global",
+		strings.Repeat("l", 63) + "." + strings.Repeat("m", 63) + "." + strings.Repeat("n", 63) + ".o.global",
+	}
+	worldAddrs = []string{
+		"10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.5", "fd00::1", "fd00::2", "::ffff:10.0.0.3",
+		"240.241.0.2", "240.241.0.0/30", "10.0.0.4/32", "10.9.0.0/16", "hello", "0.0.0.0", "fe80::1%eth0",
+	}
+	worldPorts = []Port{
+		{"http", 80, "HTTP"}, {"http", 8080, "HTTP"}, {"dns", 53, "UDP"}, {"", 9, "TCP"},
+		{"grpc", 9000, "GRPC"}, {"HTTP", 81, "http"}, {"bad_port", 1, "TCP"}, {"zero", 0, "TCP"},
+		{strings.Repeat("p", 40), 82, "TCP"},
+	}
+)
+
+func (w *world) pick(n int) int { return w.r.IntN(n) }
+
+func (w *world) entry(id entryID) *Entry {
+	e := &Entry{Namespace: id.namespace, Name: id.name, Created: epoch.Add(time.Duration(w.pick(4)) * time.Second)}
+	for range 1 + w.pick(3) {
+		e.Hosts = append(e.Hosts, worldHosts[w.pick(len(worldHosts))])
+	}
+	if w.pick(8) == 0 {
+		e.Hosts = nil
+	}
+	for range w.pick(3) {
+		e.Addresses = append(e.Addresses, worldAddrs[w.pick(len(worldAddrs))])
+	}
+	if w.pick(3) == 0 {
+		for _, h := range e.Hosts {
+			e.StatusAddresses = append(e.StatusAddresses, StatusAddress{Host: h, Value: worldAddrs[w.pick(len(worldAddrs))]})
+		}
+	}
+	for range w.pick(3) {
+		e.Ports = append(e.Ports, worldPorts[w.pick(len(worldPorts))])
+	}
+	switch w.pick(6) {
+	case 0:
+		e.ExportTo = []string{"."}
+	case 1:
+		e.ExportTo = []string{"*"}
+	}
+	if w.pick(6) == 0 {
+		e.Labels = map[string]string{optOutLabel: "false"}
+	}
+	return e
+}
+
+// events returns a batch of random creates, updates and deletes.
+func (w *world) events() []change {
+	var out []change
+	for range 1 + w.pick(4) {
+		id := entryID{namespace: []string{"a", "b"}[w.pick(2)], name: fmt.Sprintf("e%d", w.pick(12)), dup: w.pick(2) * w.pick(2), source: w.pick(2)}
+		c := change{id: id}
+		if w.pick(4) != 0 {
+			c.entry = w.entry(id)
+		}
+		out = append(out, c)
+	}
+	return out
+}
+
+// questions are every name either table has, names below wildcards and ENTs, names that do
+// not exist, and their upper-case spellings, with every type the plugin answers.
+func questions(ot *oTable, t *Table) []dns.Question {
+	names := map[string]bool{"nothere.global.": true, "a.b.c.w.global.": true, "q.h0.a.global.": true, "9.9.9.9.in-addr.arpa.": true}
+	for n := range ot.names {
+		names[n] = true
+		names["sub."+n] = true
+	}
+	for _, s := range t.names.shards {
+		for n := range s {
+			names[n] = true
+		}
+	}
+	var qs []dns.Question
+	for _, n := range slices.Sorted(func(yield func(string) bool) {
+		for n := range names {
+			if !yield(n) {
+				return
+			}
+		}
+	}) {
+		for _, qt := range []uint16{dns.TypeA, dns.TypeAAAA, dns.TypeSRV, dns.TypePTR, dns.TypeTXT, dns.TypeSOA, dns.TypeNS, dns.TypeANY} {
+			qs = append(qs, dns.Question{Name: n, Qtype: qt, Qclass: dns.ClassINET})
+		}
+		qs = append(qs, dns.Question{Name: strings.ToUpper(n), Qtype: dns.TypeA, Qclass: dns.ClassINET})
+	}
+	return qs
+}
+
+// TestIncrementalEqualsFromScratch applies long random event sequences to the engine and,
+// after every commit, checks that every question is answered exactly as by a table the
+// oracle builds from scratch from the same entries, and that the problems and counts agree.
+func TestIncrementalEqualsFromScratch(t *testing.T) {
+	zones := []string{"global.", "w.global.", "in-addr.arpa.", "ip6.arpa."}
+	small, err := vip.New([]netip.Prefix{netip.MustParsePrefix("240.241.0.0/29"), netip.MustParsePrefix("fd00::/125")}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	steps := 150
+	if testing.Short() || raceEnabled {
+		steps = 30
+	}
+	// Persisted allocations as the store hands them out: some hosts have VIPs, the rest wait
+	// (SERVFAIL); they change now and then, as the leader writes.
+	persisted := [2]map[string]vip.VIPs{
+		{"h0.a.global.": {V4: netip.MustParseAddr("240.241.0.9")}, "x.w.global.": {V4: netip.MustParseAddr("10.0.0.1"), V6: netip.MustParseAddr("fd00::7")}},
+		{"h2.b.global.": {V6: netip.MustParseAddr("fd00::8")}, "x.w.global.": {V4: netip.MustParseAddr("240.241.0.3")}},
+	}
+	live := func(i int) allocFunc {
+		return func([]string, func(netip.Addr) bool) (map[string]vip.VIPs, []string) { return persisted[i%2], nil }
+	}
+	for _, mode := range []struct {
+		name string
+		cfg  tableConfig
+	}{
+		{"no-allocation", tableConfig{}},
+		{"deterministic", tableConfig{alloc: small.Deterministic, pool: small.Overlaps}},
+		{"persisted", tableConfig{alloc: live(0), pool: small.Overlaps}},
+	} {
+		for seed := range uint64(8) {
+			t.Run(fmt.Sprintf("%s/seed%d", mode.name, seed), func(t *testing.T) {
+				cfg := mode.cfg
+				cfg.zones, cfg.ttl, cfg.ns = zones, 30, defaultNameServer(zones, []string{"127.0.0.1"})
+				w := &world{r: rand.New(rand.NewPCG(seed, 7))}
+				e := newEngine(cfg)
+				ig := newIstioGlobal()
+				ig.Zones = zones
+				current := map[entryID]*Entry{}
+				serial := uint32(0)
+				for step := range steps {
+					if mode.name == "persisted" && step%7 == 6 {
+						cfg.alloc = live(step / 7)
+						e.setAlloc(cfg.alloc)
+					}
+					batch := w.events()
+					for _, c := range batch {
+						if c.entry == nil {
+							delete(current, c.id)
+						} else {
+							current[c.id] = c.entry
+						}
+					}
+					e.apply(batch)
+					if tb := e.commit(func() uint32 { serial++; return serial }); tb != nil {
+						ig.table.Store(tb)
+					}
+					tb := ig.table.Load()
+					entries := entriesInOrder(current)
+					oracle := oracleBuild(entries, cfg, tb.serial)
+					for _, q := range questions(oracle, tb) {
+						if diff := sameReply(servedReply(t, ig, q), oracleReply(oracle, q, true)); diff != "" {
+							t.Fatalf("step %d, %s %s: %s\nentries:\n%s", step, q.Name, dns.TypeToString[q.Qtype], diff, describe(entries))
+						}
+					}
+					if got, want := problemTexts(e.allProblems()), problemTexts(oracle.problems); !slices.Equal(got, want) {
+						t.Fatalf("step %d: problems\n\t%s\nwant\n\t%s", step, strings.Join(got, "\n\t"), strings.Join(want, "\n\t"))
+					}
+					// The metrics' counts: a change of them alone publishes no table.
+					if got, want := [4]int{e.stats.entries, len(e.hosts), e.stats.other, e.stats.allocated[0] + e.stats.allocated[1]}, [4]int{oracle.entries, oracle.hosts, oracle.other, oracle.allocated[0] + oracle.allocated[1]}; got != want {
+						t.Fatalf("step %d: entries, hosts, other, allocated %v, want %v", step, got, want)
+					}
+				}
+			})
+		}
+	}
+}
+
+// entriesInOrder lists entries as the sources would hand them to the oracle: by source, and
+// within one in their order (dup).
+func entriesInOrder(m map[entryID]*Entry) []Entry {
+	ids := slices.SortedFunc(func(yield func(entryID) bool) {
+		for id := range m {
+			if !yield(id) {
+				return
+			}
+		}
+	}, func(a, b entryID) int {
+		if a.source != b.source {
+			return a.source - b.source
+		}
+		return a.dup - b.dup
+	})
+	out := make([]Entry, len(ids))
+	for i, id := range ids {
+		out[i] = *m[id]
+	}
+	return out
+}
+
+func problemTexts(ps []Problem) []string {
+	var out []string
+	for _, p := range ps {
+		out = append(out, p.String())
+	}
+	slices.Sort(out)
+	return out
+}
+
+func describe(entries []Entry) string {
+	var b strings.Builder
+	for _, e := range entries {
+		fmt.Fprintf(&b, "  %s/%s created=%s hosts=%q addrs=%q status=%v ports=%v exportTo=%q labels=%v\n",
+			e.Namespace, e.Name, e.Created.Format("05"), e.Hosts, e.Addresses, e.StatusAddresses, e.Ports, e.ExportTo, e.Labels)
+	}
+	return b.String()
+}
