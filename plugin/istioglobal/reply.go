@@ -19,9 +19,8 @@ type reply struct {
 	msg      dns.Msg
 	question [1]dns.Question
 	section  [1]dns.RR
-	a        dns.A // the record of an answer of one address
-	aaaa     dns.AAAA
-	ip       [16]byte
+	a        dns.A // the record of an answer of one IPv4 address
+	ip       [4]byte
 }
 
 // answer builds the records of node n that answer q, owned by the question's name, and those
@@ -93,18 +92,12 @@ func (rp *reply) addresses(name string, h *hostInfo, v4 bool, ttl uint32) []dns.
 	switch {
 	case n == 0:
 		return nil
-	case n > 1:
+	case n > 1 || !v4: // IPv6 answers are the rarer: they cost an allocation more
 		return appendAddresses(make([]dns.RR, 0, n), name, h.addrs, v4, ttl)
-	case v4:
-		b := h.addrs[first].As4()
-		copy(rp.ip[:], b[:])
-		rp.a = dns.A{Hdr: header(name, dns.TypeA, ttl), A: rp.ip[:4]}
-		rp.section[0] = &rp.a
-	default:
-		rp.ip = h.addrs[first].As16()
-		rp.aaaa = dns.AAAA{Hdr: header(name, dns.TypeAAAA, ttl), AAAA: rp.ip[:]}
-		rp.section[0] = &rp.aaaa
 	}
+	rp.ip = h.addrs[first].As4()
+	rp.a = dns.A{Hdr: header(name, dns.TypeA, ttl), A: rp.ip[:]}
+	rp.section[0] = &rp.a
 	return rp.section[:]
 }
 
