@@ -249,7 +249,7 @@ func BenchmarkEvent(b *testing.B) {
 			ig.rebuild()
 			changed := entries[n/2]
 			changed.Addresses = []string{"241.0.0.1"}
-			id := entryID{namespace: changed.Namespace, name: changed.Name}
+			id := entryID{key: changed.key()}
 			versions := [2][]change{{{id: id, entry: &changed}}, {{id: id, entry: &entries[n/2]}}}
 			b.ReportAllocs()
 			i := 0

@@ -217,7 +217,7 @@ func TestKubeSourceIgnoresUpdatesThatChangeNothing(t *testing.T) {
 		t.Error("an update that changes nothing the table reads published a table")
 	}
 	obj, _, _ := ks.indexers[0].GetByKey("foo/a")
-	if rec := e.entries[entryID{namespace: "foo", name: "a"}]; rec == nil || rec.e != &obj.(*cachedEntry).Entry {
+	if rec := e.entries[entryID{key: "foo/a"}]; rec == nil || rec.e != &obj.(*cachedEntry).Entry {
 		t.Error("the engine holds on to the object before the update")
 	}
 	before = notified.Load()

@@ -59,9 +59,9 @@ const optOutLabel = "networking.istio.io/enable-autoallocate-ip"
 
 // entryID names an entry across sources: files may list one namespace/name twice.
 type entryID struct {
-	source          int
-	namespace, name string
-	dup             int // the how-manieth of its namespace/name in its source, from 0
+	key    string // namespace/name
+	source int32
+	dup    int32 // the how-manieth of its namespace/name in its source, from 0
 }
 
 // change is one entry as a source now has it; nil when it is gone.
@@ -74,13 +74,12 @@ type change struct {
 type entryRec struct {
 	id       entryID
 	e        *Entry
-	key      string       // namespace/name
-	hosts    []*hostState // its hosts in the zones, each once, in the order it lists them
-	spec     []netip.Addr // its usable spec.addresses
-	status   [][]netip.Addr
+	hosts    []*hostState   // its hosts in the zones, each once, in the order it lists them
+	status   [][]netip.Addr // by host: its status.addresses, when spec has no usable one
+	problems []Problem
+	hasSpec  bool // spec.addresses has a usable address
 	served   bool // contributes at least one name
 	other    bool // has no host in the zones
-	problems []Problem
 }
 
 // hostKey is a host's place in host order: its oldest entry, and its place in that entry.
@@ -92,22 +91,26 @@ type hostKey struct {
 // hostState is what the engine knows of one host beyond what it publishes.
 type hostState struct {
 	name     string
-	zone     uint8
-	wildcard bool
 	holders  []*entryRec // the entries that serve it, in entry order
 	key      hostKey     // where it stands in the address holder lists
 	info     *hostInfo   // published; nil before the first
-	srvNames []string    // the SRV names it has published
 	problems []Problem
+	vip      *hostVIP // while it wants a VIP
+	zone     uint8
+	wildcard bool
+}
 
-	round   uint64    // the commit that last derived draft
-	draft   *hostInfo // derived from the entries, without VIPs
-	wants   bool      // wants a VIP
+// hostVIP is the allocation of a host that wants a VIP.
+type hostVIP struct {
 	vips    vip.VIPs
-	pending bool // wants a VIP the persisted allocations do not hold yet
-	full    bool // wants a VIP the ranges have no room for
-	optOut  bool
-	dropped int // addresses beyond maxAddressesPerHost
+	pending bool // the persisted allocations do not hold it yet
+	full    bool // the ranges have no room for it
+}
+
+// draft is a host derived from its entries in this commit, before VIPs.
+type draft struct {
+	info    *hostInfo // nil: no entry holds the host any more
+	dropped int       // addresses beyond maxAddressesPerHost
 }
 
 // engine is the writer of tables. It is not safe for concurrent use: the builder owns it.
@@ -127,11 +130,11 @@ type engine struct {
 	names     *cowWriter[string, *node]
 	conflicts *cowWriter[netip.Addr, *holderList]
 	gen       uint32 // of the generation being built
-	round     uint64
 	published bool
 	stats     tableStats
 
 	dirty            map[*hostState]struct{}
+	drafts           map[*hostState]draft
 	dirtyAddrs       map[netip.Addr]struct{}
 	changed          []nameChange // names the generation changed, with their last published node
 	conflictsChanged bool
@@ -155,6 +158,7 @@ func newEngine(c tableConfig) *engine {
 		names:      newCOWWriter[string, *node](hashName),
 		conflicts:  newCOWWriter[netip.Addr, *holderList](hashAddr),
 		dirty:      make(map[*hostState]struct{}),
+		drafts:     make(map[*hostState]draft),
 		dirtyAddrs: make(map[netip.Addr]struct{}),
 		problems:   newProblemSet(),
 		gen:        1,
@@ -216,16 +220,17 @@ func (e *engine) setAlloc(alloc allocFunc) {
 }
 
 func (e *engine) addEntry(id entryID, ent *Entry) {
-	rec := &entryRec{id: id, e: ent, key: ent.key()}
+	rec := &entryRec{id: id, e: ent}
+	key := id.key
 	e.entries[id] = rec
 	e.reserve(ent, 1)
 	var problems []Problem
 	defer func() { e.problems.replace(&rec.problems, problems) }()
 	if len(ent.Hosts) == 0 {
-		problems = append(problems, Problem{kindEntry, reasonNoHosts, rec.key, "spec.hosts (empty)"})
+		problems = append(problems, Problem{kindEntry, reasonNoHosts, key, "spec.hosts (empty)"})
 		return
 	}
-	names, claimed, ps := e.ourHosts(ent, rec.key)
+	names, claimed, ps := e.ourHosts(ent, key)
 	problems = ps
 	if !claimed {
 		rec.other = true
@@ -233,12 +238,13 @@ func (e *engine) addEntry(id entryID, ent *Entry) {
 		return
 	}
 	if !ent.exported() {
-		problems = append(problems, Problem{kindEntry, reasonNotExported, rec.key, fmt.Sprintf("exportTo %q", ent.ExportTo)})
+		problems = append(problems, Problem{kindEntry, reasonNotExported, key, fmt.Sprintf("exportTo %q", ent.ExportTo)})
 		return
 	}
-	rec.spec, problems = parseAddresses(rec.key, "spec.addresses", ent.Addresses, problems)
+	spec, problems := parseAddresses(key, "spec.addresses", ent.Addresses, problems)
+	rec.hasSpec = len(spec) > 0
 	var status map[string][]string // canonical host → its status.addresses, read once per entry
-	if len(rec.spec) == 0 && len(ent.StatusAddresses) > 0 {
+	if !rec.hasSpec && len(ent.StatusAddresses) > 0 {
 		status = make(map[string][]string)
 		for _, sa := range ent.StatusAddresses {
 			if n, err := hostname.Canonical(sa.Host); err == nil {
@@ -249,7 +255,7 @@ func (e *engine) addEntry(id entryID, ent *Entry) {
 	}
 	for i, name := range names {
 		if status != nil {
-			rec.status[i], problems = parseAddresses(rec.key, "status.addresses", status[name], problems)
+			rec.status[i], problems = parseAddresses(key, "status.addresses", status[name], problems)
 		}
 		h := e.hosts[name]
 		if h == nil {
@@ -341,7 +347,6 @@ func (e *engine) ourHosts(ent *Entry, key string) (names []string, claimed bool,
 // commit derives what the changes since the last commit change and returns the new
 // generation, or nil when no answer changed (then the serial stays).
 func (e *engine) commit(serial func() uint32) *Table {
-	e.round++
 	for h := range e.dirty {
 		e.derive(h)
 	}
@@ -351,11 +356,11 @@ func (e *engine) commit(serial func() uint32) *Table {
 	for h := range e.dirty {
 		e.finish(h)
 	}
-	clear(e.dirty)
 	for a := range e.dirtyAddrs {
 		e.settleAddress(a)
 	}
-	clear(e.dirtyAddrs)
+	// Cleared maps keep their room: after a bulk load, start small again.
+	e.dirty, e.drafts, e.dirtyAddrs = emptied(e.dirty), emptied(e.drafts), emptied(e.dirtyAddrs)
 	e.linkWildcards()
 	e.problems.logNew()
 	if e.published && len(e.changed) == 0 && !e.conflictsChanged {
@@ -367,64 +372,84 @@ func (e *engine) commit(serial func() uint32) *Table {
 // derive recomputes a host from its entries, oldest first: its addresses (the first entry's
 // first), ports, and whether it wants a VIP.
 func (e *engine) derive(h *hostState) {
-	h.round = e.round
-	wanted := h.wants
-	h.draft, h.wants, h.optOut, h.dropped = nil, false, false, 0
+	var d draft
+	wants := false
 	if len(h.holders) > 0 {
-		d := &hostInfo{name: h.name, nEntries: len(h.holders)}
+		info := &hostInfo{name: h.name, nEntries: len(h.holders)}
+		optOut := false
 		var seen map[netip.Addr]struct{} // for hosts with many addresses
 		v4, v6 := 0, 0
+		add := func(a netip.Addr, org origin) {
+			if seen == nil && len(info.addrs) >= 16 {
+				seen = make(map[netip.Addr]struct{})
+				for _, x := range info.addrs {
+					seen[x] = struct{}{}
+				}
+			}
+			if _, dup := seen[a]; dup || seen == nil && slices.Contains(info.addrs, a) {
+				return
+			}
+			family := &v6
+			if a.Is4() {
+				family = &v4
+			}
+			if *family == maxAddressesPerHost {
+				d.dropped++
+				return
+			}
+			*family++
+			info.addrs = append(info.addrs, a)
+			info.origins = append(info.origins, org)
+			if seen != nil {
+				seen[a] = struct{}{}
+			}
+		}
 		for _, rec := range h.holders {
-			if len(d.entries) < maxFactsPerKind {
-				d.entries = append(d.entries, rec.key)
+			if len(info.entries) < maxFactsPerKind {
+				info.entries = append(info.entries, rec.id.key)
 			}
-			h.optOut = h.optOut || rec.e.Labels[optOutLabel] == "false"
-			addrs, org := rec.spec, fromSpec
-			if len(addrs) == 0 && rec.status != nil {
-				addrs, org = rec.status[slices.Index(rec.hosts, h)], fromStatus
-			}
-			for _, a := range addrs {
-				if seen == nil && len(d.addrs) >= 16 {
-					seen = make(map[netip.Addr]struct{})
-					for _, x := range d.addrs {
-						seen[x] = struct{}{}
+			optOut = optOut || rec.e.Labels[optOutLabel] == "false"
+			switch {
+			case rec.hasSpec:
+				for _, s := range rec.e.Addresses {
+					if a, _, err := parseAddress(s); err == nil {
+						add(a, fromSpec)
 					}
 				}
-				if _, dup := seen[a]; dup || seen == nil && slices.Contains(d.addrs, a) {
-					continue
-				}
-				family := &v6
-				if a.Is4() {
-					family = &v4
-				}
-				if *family == maxAddressesPerHost {
-					h.dropped++
-					continue
-				}
-				*family++
-				d.addrs = append(d.addrs, a)
-				d.origins = append(d.origins, org)
-				if seen != nil {
-					seen[a] = struct{}{}
+			case rec.status != nil:
+				for _, a := range rec.status[slices.Index(rec.hosts, h)] {
+					add(a, fromStatus)
 				}
 			}
-			d.addPorts(rec.e.Ports)
+			info.addPorts(rec.e.Ports)
 		}
-		if len(h.holders) == 1 && slices.Equal(d.ports, h.holders[0].e.Ports) {
-			d.ports = h.holders[0].e.Ports // share the cache's slice
+		if len(h.holders) == 1 && slices.Equal(info.ports, h.holders[0].e.Ports) {
+			info.ports = h.holders[0].e.Ports // share the cache's slice
 		}
-		h.draft = d
-		h.wants = e.allocating && len(d.addrs) == 0 && !h.optOut && !h.wildcard
+		d.info = info
+		wants = e.allocating && len(info.addrs) == 0 && !optOut && !h.wildcard
 	}
-	if h.wants != wanted || h.wants && e.keyOf(h) != h.key {
+	e.drafts[h] = d
+	if wants != (h.vip != nil) || wants && e.keyOf(h) != h.key {
 		e.wantsChanged = true
 	}
-	if h.wants {
+	if wants {
+		if h.vip == nil {
+			h.vip = &hostVIP{}
+		}
 		e.wants[h] = struct{}{}
 	} else {
 		delete(e.wants, h)
-		h.vips, h.pending, h.full = vip.VIPs{}, false, false
+		h.vip = nil
 	}
+}
+
+func emptied[K comparable, V any](m map[K]V) map[K]V {
+	if len(m) > 1024 {
+		return make(map[K]V)
+	}
+	clear(m)
+	return m
 }
 
 // addPorts adds an entry's named ports, once each, in the order the entries declare them.
@@ -473,9 +498,9 @@ func (e *engine) allocate() {
 		// Persisted VIPs appear once the leader has written them: until then the answer is
 		// unknown, and a negative one would be cached.
 		pending := !ok && !full[h.name]
-		if v != h.vips || pending != h.pending || full[h.name] != h.full {
-			h.vips, h.pending, h.full = v, pending, full[h.name]
-			if h.round != e.round {
+		if next := (hostVIP{vips: v, pending: pending, full: full[h.name]}); next != *h.vip {
+			*h.vip = next
+			if _, ok := e.drafts[h]; !ok {
 				e.derive(h)
 			}
 			e.dirty[h] = struct{}{}

@@ -15,17 +15,17 @@ import (
 // finish publishes a derived host: its node, VIPs, SRV names, its place among the holders of
 // its addresses, and its problems.
 func (e *engine) finish(h *hostState) {
-	old, next := h.info, h.draft
-	h.draft = nil
-	if next != nil {
-		for i, a := range [2]netip.Addr{h.vips.V4, h.vips.V6} {
-			if h.wants && a.IsValid() {
+	d := e.drafts[h]
+	old, next := h.info, d.info
+	if next != nil && h.vip != nil {
+		for i, a := range [2]netip.Addr{h.vip.vips.V4, h.vip.vips.V6} {
+			if a.IsValid() {
 				next.addrs = append(next.addrs, a)
 				next.origins = append(next.origins, fromAllocation)
 				e.stats.allocated[i]++
 			}
 		}
-		next.pending = h.pending
+		next.pending = h.vip.pending
 	}
 	if old != nil {
 		for i, a := range old.addrs {
@@ -54,20 +54,20 @@ func (e *engine) finish(h *hostState) {
 	}
 	e.capped(old, -1)
 	e.capped(next, 1)
-	tooLong := e.publishSRV(h, next)
+	tooLong := e.publishSRV(h, old, next)
 	h.info = next
 
 	var problems []Problem
 	if next != nil {
-		if h.dropped > 0 {
+		if d.dropped > 0 {
 			problems = append(problems, Problem{kindAddress, reasonTooMany, entryNames(next),
-				fmt.Sprintf("%d of %d addresses of %s (limit %d per family)", h.dropped, len(next.addrs)+h.dropped, h.name, maxAddressesPerHost)})
+				fmt.Sprintf("%d of %d addresses of %s (limit %d per family)", d.dropped, len(next.addrs)+d.dropped, h.name, maxAddressesPerHost)})
 		}
 		if tooLong > 0 {
 			problems = append(problems, Problem{kindPort, reasonInvalidHost, entryNames(next),
 				fmt.Sprintf("%d SRV names for ports of %s: longer than a DNS name can be", tooLong, h.name)})
 		}
-		if h.full {
+		if h.vip != nil && h.vip.full {
 			problems = append(problems, Problem{kindAddress, reasonExhausted, entryNames(next),
 				fmt.Sprintf("no VIP for %s: the autoallocate ranges are full", h.name)})
 		}
@@ -113,49 +113,59 @@ func (e *engine) place(h *hostState, old, next *hostInfo, key hostKey) {
 
 // publishSRV gives each named port of the host its _NAME._tcp.HOST (or _udp) record, pointing
 // at the host, whose addresses ride along in the additional section; it takes back the names
-// of ports that are gone. A wildcard has no name to put them under. It returns how many names
-// would be longer than a DNS name can be.
-func (e *engine) publishSRV(h *hostState, info *hostInfo) (tooLong int) {
-	sets := map[string]*srvSet{}
-	var names []string
-	if info != nil && !h.wildcard {
-		for _, p := range info.ports {
-			label := "_" + strings.ToLower(p.Name)
-			if hostname.CheckLabel(label) != nil || p.Number == 0 || p.Number > 65535 {
-				continue // Istio validates both; a file may not have
-			}
-			proto := "._tcp."
-			if strings.EqualFold(p.Protocol, "UDP") {
-				proto = "._udp."
-			}
-			name := label + proto + h.name
-			if _, ok := dns.IsDomainName(name); !ok {
-				tooLong++
-				continue
-			}
-			s := sets[name]
-			if s == nil {
-				s = &srvSet{target: info}
-				sets[name] = s
-				names = append(names, name)
-			}
-			s.ports = append(s.ports, uint16(p.Number))
+// of old's ports that are gone. It returns how many names would be longer than a DNS name can
+// be.
+func (e *engine) publishSRV(h *hostState, old, next *hostInfo) (tooLong int) {
+	before, _ := srvSets(h, old)
+	after, tooLong := srvSets(h, next)
+	for _, s := range before {
+		if !slices.ContainsFunc(after, func(x namedSRV) bool { return x.name == s.name }) {
+			e.edit(s.name, h.zone).srv = nil
+			e.ref(s.name, h.zone, -1)
 		}
 	}
-	for _, name := range h.srvNames {
-		if sets[name] == nil {
-			e.edit(name, h.zone).srv = nil
-			e.ref(name, h.zone, -1)
+	for _, s := range after {
+		if !slices.ContainsFunc(before, func(x namedSRV) bool { return x.name == s.name }) {
+			e.ref(s.name, h.zone, 1)
 		}
+		e.edit(s.name, h.zone).srv = s.set
 	}
-	for _, name := range names {
-		if !slices.Contains(h.srvNames, name) {
-			e.ref(name, h.zone, 1)
-		}
-		e.edit(name, h.zone).srv = sets[name]
-	}
-	h.srvNames = names
 	return tooLong
+}
+
+type namedSRV struct {
+	name string
+	set  *srvSet
+}
+
+// srvSets are the SRV names of a host's ports and their records. A wildcard has no name to put
+// them under.
+func srvSets(h *hostState, info *hostInfo) (sets []namedSRV, tooLong int) {
+	if info == nil || h.wildcard {
+		return nil, 0
+	}
+	for _, p := range info.ports {
+		label := "_" + strings.ToLower(p.Name)
+		if hostname.CheckLabel(label) != nil || p.Number == 0 || p.Number > 65535 {
+			continue // Istio validates both; a file may not have
+		}
+		proto := "._tcp."
+		if strings.EqualFold(p.Protocol, "UDP") {
+			proto = "._udp."
+		}
+		name := label + proto + h.name
+		if _, ok := dns.IsDomainName(name); !ok {
+			tooLong++
+			continue
+		}
+		i := slices.IndexFunc(sets, func(x namedSRV) bool { return x.name == name })
+		if i < 0 {
+			i = len(sets)
+			sets = append(sets, namedSRV{name: name, set: &srvSet{target: info}})
+		}
+		sets[i].set.ports = append(sets[i].set.ports, uint16(p.Number))
+	}
+	return sets, tooLong
 }
 
 // settleAddress republishes what depends on the holders of an address: its reverse name and

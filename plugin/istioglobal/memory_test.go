@@ -50,6 +50,35 @@ func TestInformerMemory(t *testing.T) {
 	runtime.KeepAlive(ks)
 }
 
+// TestTableMemory measures what the engine and its table keep per entry beyond the entries
+// themselves, for the scale benchmark's shape (one host, one address, a named port): about
+// 1,000 bytes, the host, SRV and _tcp nodes and what the engine needs to change them.
+func TestTableMemory(t *testing.T) {
+	if testing.Short() || raceEnabled {
+		t.Skip("allocates 10k entries; the race detector distorts heap sizes")
+	}
+	const n = 10_000
+	entries := make([]Entry, n)
+	for i := range entries {
+		entries[i] = Entry{Namespace: fmt.Sprintf("ns%d", i%100), Name: fmt.Sprintf("s%d", i), Created: epoch,
+			Hosts: []string{fmt.Sprintf("s%d.ns%d.global", i, i%100)}, Addresses: []string{benchAddr(i)},
+			Ports: []Port{{Name: "http", Number: 80, Protocol: "HTTP"}}}
+	}
+	var s snapshots
+	changes := s.diff(entries)
+	before := heapInUse()
+	e := newEngine(tableConfig{zones: []string{"global."}, ttl: 30, ns: defaultNameServer([]string{"global."}, nil)})
+	e.apply(changes)
+	tb := e.commit(func() uint32 { return 1 })
+	perEntry := float64(heapInUse()-before) / n
+	t.Logf("engine and table: %.0f bytes per entry (%d names)", perEntry, tb.names.len)
+	if perEntry > 1200 {
+		t.Errorf("engine and table keep %.0f bytes per entry, want about 1,000", perEntry)
+	}
+	runtime.KeepAlive(e)
+	runtime.KeepAlive(entries)
+}
+
 var raceEnabled bool
 
 func heapInUse() int64 {

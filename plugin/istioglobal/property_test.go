@@ -161,8 +161,8 @@ var (
 
 func (w *world) pick(n int) int { return w.r.IntN(n) }
 
-func (w *world) entry(id entryID) *Entry {
-	e := &Entry{Namespace: id.namespace, Name: id.name, Created: epoch.Add(time.Duration(w.pick(4)) * time.Second)}
+func (w *world) entry(namespace, name string) *Entry {
+	e := &Entry{Namespace: namespace, Name: name, Created: epoch.Add(time.Duration(w.pick(4)) * time.Second)}
 	for range 1 + w.pick(3) {
 		e.Hosts = append(e.Hosts, worldHosts[w.pick(len(worldHosts))])
 	}
@@ -196,10 +196,11 @@ func (w *world) entry(id entryID) *Entry {
 func (w *world) events() []change {
 	var out []change
 	for range 1 + w.pick(4) {
-		id := entryID{namespace: []string{"a", "b"}[w.pick(2)], name: fmt.Sprintf("e%d", w.pick(12)), dup: w.pick(2) * w.pick(2), source: w.pick(2)}
+		namespace, name := []string{"a", "b"}[w.pick(2)], fmt.Sprintf("e%d", w.pick(12))
+		id := entryID{key: namespace + "/" + name, dup: int32(w.pick(2) * w.pick(2)), source: int32(w.pick(2))}
 		c := change{id: id}
 		if w.pick(4) != 0 {
-			c.entry = w.entry(id)
+			c.entry = w.entry(namespace, name)
 		}
 		out = append(out, c)
 	}
@@ -324,9 +325,9 @@ func entriesInOrder(m map[entryID]*Entry) []Entry {
 		}
 	}, func(a, b entryID) int {
 		if a.source != b.source {
-			return a.source - b.source
+			return int(a.source - b.source)
 		}
-		return a.dup - b.dup
+		return int(a.dup - b.dup)
 	})
 	out := make([]Entry, len(ids))
 	for i, id := range ids {

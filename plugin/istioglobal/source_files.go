@@ -136,13 +136,13 @@ type snapshots struct{ last map[entryID]*Entry }
 
 func (s *snapshots) diff(entries []Entry) []change {
 	next := make(map[entryID]*Entry, len(entries))
-	dups := make(map[[2]string]int)
+	dups := make(map[string]int32)
 	var out []change
 	for i := range entries {
 		e := &entries[i]
-		k := [2]string{e.Namespace, e.Name}
-		id := entryID{namespace: e.Namespace, name: e.Name, dup: dups[k]}
-		dups[k]++
+		id := entryID{key: e.key()}
+		id.dup = dups[id.key]
+		dups[id.key]++
 		next[id] = e
 		if old, ok := s.last[id]; !ok || !old.same(e) {
 			out = append(out, change{id: id, entry: e})

@@ -3,7 +3,6 @@ package istioglobal
 import (
 	"context"
 	"fmt"
-	"strings"
 	"sync"
 	"time"
 
@@ -148,8 +147,7 @@ func (k *kubeSource) changes() ([]change, []Problem) {
 	k.mu.Unlock()
 	out := make([]change, 0, len(dirty))
 	for key := range dirty {
-		namespace, name, _ := strings.Cut(key, "/")
-		c := change{id: entryID{namespace: namespace, name: name}}
+		c := change{id: entryID{key: key}}
 		for _, ix := range k.indexers {
 			if obj, ok, _ := ix.GetByKey(key); ok {
 				if ce, ok := obj.(*cachedEntry); ok {
