@@ -78,16 +78,16 @@ func TestBuildAllocates(t *testing.T) {
 		{Qname: "optout.x.global.", Qtype: dns.TypeA, Ns: []dns.RR{soa}},
 		{Qname: "a.wild.x.global.", Qtype: dns.TypeA, Ns: []dns.RR{soa}},
 	})
-	if tb := ig.table.Load(); tb.allocated != [2]int{4, 4} {
-		t.Errorf("allocated %v, want 4 IPv4 and 4 IPv6", tb.allocated)
+	if s := statsOf(ig.table.Load()); s.allocated != [2]int{4, 4} {
+		t.Errorf("allocated %v, want 4 IPv4 and 4 IPv6", s.allocated)
 	}
 }
 
 func TestBuildReportsExhaustion(t *testing.T) {
 	tb := buildAt([]Entry{se("foo", "a", 0, hosts("a.x.global"))}, []string{"global."}, 30, (&recordingAlloc{full: true}).alloc)
 	assertProblems(t, problemsOf(tb), "address/exhausted")
-	if tb.allocated != [2]int{} {
-		t.Errorf("allocated %v, want none", tb.allocated)
+	if s := statsOf(tb); s.allocated != [2]int{} {
+		t.Errorf("allocated %v, want none", s.allocated)
 	}
 }
 

@@ -76,8 +76,8 @@ func TestSharedAddressIsBounded(t *testing.T) {
 	}
 	// The address is counted once for its PTR holders and once for the conflicts every holder's
 	// facts leave out: not once per holder, which would cost each change O(holders).
-	if tb.capped[cappedPTR] != 1 || tb.capped[cappedTXT] != 1 {
-		t.Errorf("capped %v, want ptr 1 and txt 1 (the address)", tb.capped)
+	if statsOf(tb).capped[cappedPTR] != 1 || statsOf(tb).capped[cappedTXT] != 1 {
+		t.Errorf("capped %v, want ptr 1 and txt 1 (the address)", statsOf(tb).capped)
 	}
 }
 
@@ -105,8 +105,8 @@ func TestManyEntriesForOneHostAreBounded(t *testing.T) {
 			t.Errorf("TXT lacks %q: %q", want, facts)
 		}
 	}
-	if tb.capped[cappedSRV] != 1 || tb.capped[cappedTXT] != 1 {
-		t.Errorf("capped %v, want srv 1 and txt 1", tb.capped)
+	if statsOf(tb).capped[cappedSRV] != 1 || statsOf(tb).capped[cappedTXT] != 1 {
+		t.Errorf("capped %v, want srv 1 and txt 1", statsOf(tb).capped)
 	}
 	assertProblems(t, problemsOf(tb), "address/too_many")
 }

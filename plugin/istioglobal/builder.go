@@ -81,6 +81,12 @@ func (ig *IstioGlobal) run() {
 			}
 		}
 		if ig.synced() {
+			// Changes signalled while waiting are read by this build: their signal must not
+			// cause another.
+			select {
+			case <-ig.changed:
+			default:
+			}
 			last = time.Now()
 			ig.rebuild()
 		}
@@ -141,7 +147,7 @@ func (ig *IstioGlobal) rebuild() {
 		rebuildDuration.Observe(time.Since(start).Seconds())
 		lastUpdate.Set(float64(time.Now().UnixNano()) / 1e9)
 	}
-	observe(e.stats, len(e.hosts), e.problems.counts, ig.allocator)
+	observe(e.statistics(), e.problems.counts, ig.allocator)
 }
 
 // tableConfig is the plugin's configuration as build takes it.

@@ -83,12 +83,3 @@ func (w *cowWriter[K, V]) publish() *cowMap[K, V] {
 	w.owned = [shardCount]bool{}
 	return p
 }
-
-// all calls f for every entry of the generation being built, in no particular order.
-func (w *cowWriter[K, V]) all(f func(K, V)) {
-	for _, s := range w.cur.shards {
-		for k, v := range s {
-			f(k, v)
-		}
-	}
-}

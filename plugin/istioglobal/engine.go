@@ -11,28 +11,6 @@ import (
 	"github.com/miekg/dns"
 )
 
-// The engine keeps the table up to date one change at a time: an event costs work in
-// proportion to the entry and the names it touches, never to the table.
-//
-// Structure, and why: the names of a generation live in a sharded copy-on-write map (cowmap.go):
-// Go maps, 2048 of them, each copied the first time a generation changes it. A query costs
-// what a Go map lookup costs (one hash of the name, one probe), which a persistent trie or
-// HAMT from a library would not match (several pointer hops and an interface per level), and
-// a change copies a few shards of ~200 entries at 100k ServiceEntries. Nodes are immutable
-// once published; the engine copies the node it changes (edit) and the generation shares the
-// rest. What only the engine needs (which entries hold a host, which hosts hold an address,
-// the reservations) lives in plain maps it alone touches.
-//
-// What an event derives, and from what:
-//   - an entry's hosts are recomputed from all the entries that hold them, in entry order
-//     (oldest first): a host's cost is the number of its entries;
-//   - an address's holders are kept in host order (the order of each host's oldest entry), so a
-//     reverse name and the conflicts of its holders are recomputed from one list;
-//   - ENTs are reference counts on every ancestor of a name that is more than an ENT;
-//   - TXT facts are built when asked for, from the host and the generation's conflicts, so a
-//     host joining a shared address changes one list, not every holder's record;
-//   - VIPs: see allocate.
-
 // tableConfig is what the engine takes besides the entries: the plugin's configuration.
 type tableConfig struct {
 	zones []string // lower-case FQDNs
@@ -77,9 +55,19 @@ type entryRec struct {
 	hosts    []*hostState   // its hosts in the zones, each once, in the order it lists them
 	status   [][]netip.Addr // by host: its status.addresses, when spec has no usable one
 	problems []Problem
-	hasSpec  bool // spec.addresses has a usable address
-	served   bool // contributes at least one name
-	other    bool // has no host in the zones
+	index    map[*hostState]int32 // place of each host in hosts, for entries with many
+	hasSpec  bool                 // spec.addresses has a usable address
+	served   bool                 // contributes at least one name
+	other    bool                 // has no host in the zones
+	gone     bool                 // removed: its hosts drop it at the next commit
+}
+
+// indexOf is the place of h among the entry's hosts.
+func (r *entryRec) indexOf(h *hostState) int {
+	if r.index != nil {
+		return int(r.index[h])
+	}
+	return slices.Index(r.hosts, h)
 }
 
 // hostKey is a host's place in host order: its oldest entry, and its place in that entry.
@@ -129,13 +117,14 @@ type engine struct {
 
 	names     *cowWriter[string, *node]
 	conflicts *cowWriter[netip.Addr, *holderList]
-	gen       uint32 // of the generation being built
+	gen       uint64 // of the generation being built
 	published bool
 	stats     tableStats
 
 	dirty            map[*hostState]struct{}
 	drafts           map[*hostState]draft
-	dirtyAddrs       map[netip.Addr]struct{}
+	joined           map[*hostState][]*entryRec // entries that came to hold a host in this commit
+	addrOps          map[netip.Addr]*holderChanges
 	changed          []nameChange // names the generation changed, with their last published node
 	conflictsChanged bool
 	wantsChanged     bool
@@ -159,7 +148,8 @@ func newEngine(c tableConfig) *engine {
 		conflicts:  newCOWWriter[netip.Addr, *holderList](hashAddr),
 		dirty:      make(map[*hostState]struct{}),
 		drafts:     make(map[*hostState]draft),
-		dirtyAddrs: make(map[netip.Addr]struct{}),
+		joined:     make(map[*hostState][]*entryRec),
+		addrOps:    make(map[netip.Addr]*holderChanges),
 		problems:   newProblemSet(),
 		gen:        1,
 	}
@@ -192,6 +182,9 @@ func (e *engine) setUnreadable(source int, problems []Problem) {
 		e.unreadable = make(map[int][]Problem)
 	}
 	owner := e.unreadable[source]
+	if slices.Equal(owner, problems) {
+		return
+	}
 	e.problems.replace(&owner, problems)
 	e.unreadable[source] = owner
 }
@@ -211,6 +204,13 @@ func (e *engine) apply(changes []change) {
 			e.addEntry(c.id, c.entry)
 		}
 	}
+}
+
+// statistics are the counts the metrics report.
+func (e *engine) statistics() tableStats {
+	s := e.stats
+	s.hosts = len(e.hosts)
+	return s
 }
 
 // setAlloc replaces the allocation (the persisted allocations changed).
@@ -263,10 +263,17 @@ func (e *engine) addEntry(id entryID, ent *Entry) {
 			h = &hostState{name: name, zone: zi, wildcard: strings.HasPrefix(name, "*.")}
 			e.hosts[name] = h
 		}
-		i, _ := slices.BinarySearchFunc(h.holders, rec, compareRecs)
-		h.holders = slices.Insert(h.holders, i, rec)
+		// Sorted in once per commit (settleHolders): entries arrive in any order, and a host
+		// shared by N entries must not cost N² to fill.
+		e.joined[h] = append(e.joined[h], rec)
 		rec.hosts = append(rec.hosts, h)
 		e.dirty[h] = struct{}{}
+	}
+	if len(rec.hosts) > 16 {
+		rec.index = make(map[*hostState]int32, len(rec.hosts))
+		for i, h := range rec.hosts {
+			rec.index[h] = int32(i)
+		}
 	}
 	if len(names) > 0 {
 		rec.served = true
@@ -284,12 +291,8 @@ func (e *engine) removeEntry(rec *entryRec) {
 	if rec.served {
 		e.stats.entries--
 	}
+	rec.gone = true
 	for _, h := range rec.hosts {
-		i, _ := slices.BinarySearchFunc(h.holders, rec, compareRecs)
-		for h.holders[i] != rec {
-			i++ // an update of rec sorts as rec does
-		}
-		h.holders = slices.Delete(h.holders, i, i+1)
 		e.dirty[h] = struct{}{}
 	}
 }
@@ -314,6 +317,7 @@ func (e *engine) reserve(ent *Entry, d int32) {
 // is false).
 func (e *engine) ourHosts(ent *Entry, key string) (names []string, claimed bool, problems []Problem) {
 	var invalid []Problem
+	var seen map[string]struct{} // for entries with many hosts
 	for _, raw := range ent.Hosts {
 		name, err := hostname.Canonical(raw)
 		if err != nil {
@@ -333,8 +337,18 @@ func (e *engine) ourHosts(ent *Entry, key string) (names []string, claimed bool,
 		case e.cfg.ns.name:
 			problems = append(problems, Problem{kindHost, reasonInvalidHost, key, fmt.Sprintf("%q: is the zones' name server", raw)})
 		default:
-			if !slices.Contains(names, name) {
-				names = append(names, name)
+			if len(names) > 16 && seen == nil {
+				seen = make(map[string]struct{}, len(ent.Hosts))
+				for _, n := range names {
+					seen[n] = struct{}{}
+				}
+			}
+			if _, dup := seen[name]; dup || seen == nil && slices.Contains(names, name) {
+				continue
+			}
+			names = append(names, name)
+			if seen != nil {
+				seen[name] = struct{}{}
 			}
 		}
 	}
@@ -350,17 +364,17 @@ func (e *engine) commit(serial func() uint32) *Table {
 	for h := range e.dirty {
 		e.derive(h)
 	}
-	if e.allocating && (e.wantsChanged || e.reserved.changed || e.allocChanged) {
+	if reservationsChanged := e.reserved.settle(); e.allocating && (e.wantsChanged || reservationsChanged || e.allocChanged) {
 		e.allocate()
 	}
 	for h := range e.dirty {
 		e.finish(h)
 	}
-	for a := range e.dirtyAddrs {
-		e.settleAddress(a)
+	for a, c := range e.addrOps {
+		e.settleAddress(a, c)
 	}
 	// Cleared maps keep their room: after a bulk load, start small again.
-	e.dirty, e.drafts, e.dirtyAddrs = emptied(e.dirty), emptied(e.drafts), emptied(e.dirtyAddrs)
+	e.dirty, e.drafts, e.joined, e.addrOps = emptied(e.dirty), emptied(e.drafts), emptied(e.joined), emptied(e.addrOps)
 	e.linkWildcards()
 	e.problems.logNew()
 	if e.published && len(e.changed) == 0 && !e.conflictsChanged {
@@ -372,6 +386,7 @@ func (e *engine) commit(serial func() uint32) *Table {
 // derive recomputes a host from its entries, oldest first: its addresses (the first entry's
 // first), ports, and whether it wants a VIP.
 func (e *engine) derive(h *hostState) {
+	e.settleHolders(h)
 	var d draft
 	wants := false
 	if len(h.holders) > 0 {
@@ -417,7 +432,7 @@ func (e *engine) derive(h *hostState) {
 					}
 				}
 			case rec.status != nil:
-				for _, a := range rec.status[slices.Index(rec.hosts, h)] {
+				for _, a := range rec.status[rec.indexOf(h)] {
 					add(a, fromStatus)
 				}
 			}
@@ -452,6 +467,43 @@ func emptied[K comparable, V any](m map[K]V) map[K]V {
 	return m
 }
 
+// settleHolders brings a host's entries up to date: those removed since the last commit go, and
+// those added are merged in, in entry order.
+func (e *engine) settleHolders(h *hostState) {
+	joined := e.joined[h]
+	delete(e.joined, h)
+	kept := h.holders[:0]
+	for _, r := range h.holders {
+		if !r.gone {
+			kept = append(kept, r)
+		}
+	}
+	added := joined[:0]
+	for _, r := range joined {
+		if !r.gone {
+			added = append(added, r)
+		}
+	}
+	slices.SortFunc(added, compareRecs)
+	h.holders = merge(kept, added, compareRecs)
+}
+
+// merge merges sorted b into sorted a.
+func merge[T any](a, b []T, cmp func(T, T) int) []T {
+	if len(b) == 0 {
+		return a
+	}
+	out := make([]T, 0, len(a)+len(b))
+	for len(a) > 0 && len(b) > 0 {
+		if cmp(b[0], a[0]) < 0 {
+			out, b = append(out, b[0]), b[1:]
+		} else {
+			out, a = append(out, a[0]), a[1:]
+		}
+	}
+	return append(append(out, a...), b...)
+}
+
 // addPorts adds an entry's named ports, once each, in the order the entries declare them.
 func (d *hostInfo) addPorts(ports []Port) {
 	for i, p := range ports {
@@ -472,13 +524,21 @@ func (d *hostInfo) addPorts(ports []Port) {
 // inside the autoallocate ranges, and nothing otherwise. ServiceEntries with addresses, the
 // common case, never pay it.
 func (e *engine) allocate() {
-	e.wantsChanged, e.reserved.changed, e.allocChanged = false, false, false
+	e.wantsChanged, e.allocChanged = false, false
 	e.demandChanged = true
-	hosts := make([]*hostState, 0, len(e.wants))
-	for h := range e.wants {
-		hosts = append(hosts, h)
+	type want struct {
+		h   *hostState
+		key hostKey
 	}
-	slices.SortFunc(hosts, func(a, b *hostState) int { return compareKeys(e.keyOf(a), e.keyOf(b)) })
+	wants := make([]want, 0, len(e.wants))
+	for h := range e.wants {
+		wants = append(wants, want{h, e.keyOf(h)})
+	}
+	slices.SortFunc(wants, func(a, b want) int { return compareKeys(a.key, b.key) })
+	hosts := make([]*hostState, len(wants))
+	for i, w := range wants {
+		hosts[i] = w.h
+	}
 	names := make([]string, len(hosts))
 	for i, h := range hosts {
 		names[i] = h.name

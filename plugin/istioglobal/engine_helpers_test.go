@@ -17,14 +17,20 @@ func buildEngine(entries []Entry, c tableConfig, serial uint32) (*Table, *engine
 	var s snapshots
 	e.apply(s.diff(entries))
 	t := e.commit(func() uint32 { return serial })
+	if len(builtBy) > 64 { // benchmarks build many
+		clear(builtBy)
+	}
 	builtBy[t] = e
 	return t, e
 }
 
-// builtBy is the engine of each table build made, for tests that look at its problems.
+// builtBy is the engine of the tables build made lately, for tests that look at its problems
+// and counts.
 var builtBy = map[*Table]*engine{}
 
 func problemsOf(t *Table) []Problem { return builtBy[t].allProblems() }
+
+func statsOf(t *Table) tableStats { return builtBy[t].statistics() }
 
 // allProblems is every problem the engine holds, in a stable order.
 func (e *engine) allProblems() []Problem {

@@ -79,8 +79,8 @@ func (e *engine) finish(h *hostState) {
 	}
 }
 
-// place moves h among the holders of its addresses: out of old's at the place it had (key h.key),
-// into next's at key.
+// place moves h among the holders of its addresses: out of old's (where it stood at h.key),
+// into next's at key. The lists change once per commit, in settleAddress.
 func (e *engine) place(h *hostState, old, next *hostInfo, key hostKey) {
 	var before, after []netip.Addr
 	if old != nil {
@@ -90,25 +90,39 @@ func (e *engine) place(h *hostState, old, next *hostInfo, key hostKey) {
 		after = next.addrs
 	}
 	moved := key != h.key
+	gone, come := setOf(before), setOf(after)
 	for _, a := range before {
-		if moved || !slices.Contains(after, a) {
-			hs := e.holders[a]
-			i, _ := slices.BinarySearchFunc(hs, h.key, func(x *hostState, k hostKey) int { return compareKeys(x.key, k) })
-			for hs[i] != h {
-				i++
-			}
-			e.holders[a] = slices.Delete(hs, i, i+1)
-			e.dirtyAddrs[a] = struct{}{}
+		if _, kept := come[a]; moved || !kept {
+			c := e.holderChanges(a)
+			c.leave = append(c.leave, h)
 		}
 	}
 	for _, a := range after {
-		if moved || !slices.Contains(before, a) {
-			hs := e.holders[a]
-			i, _ := slices.BinarySearchFunc(hs, key, func(x *hostState, k hostKey) int { return compareKeys(x.key, k) })
-			e.holders[a] = slices.Insert(hs, i, h)
-			e.dirtyAddrs[a] = struct{}{}
+		if _, had := gone[a]; moved || !had {
+			c := e.holderChanges(a)
+			c.join = append(c.join, h)
 		}
 	}
+}
+
+// holderChanges are the hosts that leave and join the holders of one address in a commit.
+type holderChanges struct{ leave, join []*hostState }
+
+func (e *engine) holderChanges(a netip.Addr) *holderChanges {
+	c := e.addrOps[a]
+	if c == nil {
+		c = &holderChanges{}
+		e.addrOps[a] = c
+	}
+	return c
+}
+
+func setOf[T comparable](values []T) map[T]struct{} {
+	m := make(map[T]struct{}, len(values))
+	for _, v := range values {
+		m[v] = struct{}{}
+	}
+	return m
 }
 
 // publishSRV gives each named port of the host its _NAME._tcp.HOST (or _udp) record, pointing
@@ -168,12 +182,26 @@ func srvSets(h *hostState, info *hostInfo) (sets []namedSRV, tooLong int) {
 	return sets, tooLong
 }
 
-// settleAddress republishes what depends on the holders of an address: its reverse name and
-// the conflicts its holders' facts list.
-func (e *engine) settleAddress(a netip.Addr) {
+// settleAddress applies a commit's changes to the holders of an address, in host order, and
+// republishes what depends on them: its reverse name and the conflicts its holders' facts list.
+func (e *engine) settleAddress(a netip.Addr, c *holderChanges) {
 	hs := e.holders[a]
+	if len(c.leave) > 0 {
+		leave := setOf(c.leave)
+		kept := hs[:0]
+		for _, h := range hs {
+			if _, ok := leave[h]; !ok {
+				kept = append(kept, h)
+			}
+		}
+		hs = kept
+	}
+	slices.SortFunc(c.join, func(x, y *hostState) int { return compareKeys(x.key, y.key) })
+	hs = merge(hs, c.join, func(x, y *hostState) int { return compareKeys(x.key, y.key) })
 	if len(hs) == 0 {
 		delete(e.holders, a)
+	} else {
+		e.holders[a] = hs
 	}
 	old, _ := e.conflicts.get(a)
 	var next *holderList
@@ -307,14 +335,12 @@ func (e *engine) ref(name string, zone uint8, d int32) {
 // publish freezes the generation built so far.
 func (e *engine) publish(serial uint32) *Table {
 	t := &Table{
-		names:      e.names.publish(),
-		conflicts:  e.conflicts.publish(),
-		glue:       e.glue,
-		ttl:        e.cfg.ttl,
-		serial:     serial,
-		tableStats: e.stats,
+		names:     e.names.publish(),
+		conflicts: e.conflicts.publish(),
+		glue:      e.glue,
+		ttl:       e.cfg.ttl,
+		serial:    serial,
 	}
-	t.hosts = len(e.hosts)
 	for _, z := range e.cfg.zones {
 		t.zones = append(t.zones, newZone(z, e.cfg.ttl, serial, e.cfg.ns.name))
 	}
@@ -331,7 +357,7 @@ func (e *engine) publish(serial uint32) *Table {
 // keyOf is where h belongs in host order now.
 func (e *engine) keyOf(h *hostState) hostKey {
 	first := h.holders[0]
-	return hostKey{rec: first, idx: slices.Index(first.hosts, h)}
+	return hostKey{rec: first, idx: first.indexOf(h)}
 }
 
 func compareKeys(a, b hostKey) int {

@@ -7,8 +7,8 @@ import (
 	"time"
 )
 
-// Entry is one ServiceEntry reduced to what build needs. Sources (the Kubernetes API, YAML
-// files) produce entries; build knows nothing about where they came from.
+// Entry is one ServiceEntry reduced to what the table needs. Sources (the Kubernetes API, YAML
+// files) produce entries; the engine knows nothing about where they came from.
 type Entry struct {
 	Namespace, Name string
 	Created         time.Time
@@ -38,25 +38,14 @@ func (e *Entry) exported() bool {
 	return len(e.ExportTo) == 0 || slices.Contains(e.ExportTo, "*")
 }
 
-// same reports whether e and o are the same to build: an event between them (a status-only
-// update, a resync, a relist) changes no answer.
+// same reports whether e and o are the same to the table: an event between them (a
+// status-only update, a resync, a relist) changes no answer.
 func (e *Entry) same(o *Entry) bool {
 	return e.Namespace == o.Namespace && e.Name == o.Name && e.Created.Equal(o.Created) &&
 		slices.Equal(e.Hosts, o.Hosts) && slices.Equal(e.Addresses, o.Addresses) &&
 		slices.Equal(e.StatusAddresses, o.StatusAddresses) && slices.Equal(e.Ports, o.Ports) &&
 		slices.Equal(e.ExportTo, o.ExportTo) && e.Labels[optOutLabel] == o.Labels[optOutLabel]
 }
-
-// sameEntries reports whether two sorted entry lists are the same to build.
-func sameEntries(a, b []Entry) bool {
-	return slices.EqualFunc(a, b, func(x, y Entry) bool { return x.same(&y) })
-}
-
-// sortEntries orders entries oldest first, then by namespace/name, so that the union of
-// addresses for a host is stable whatever order the sources list them in.
-func sortEntries(entries []Entry) { slices.SortStableFunc(entries, compareEntries) }
-
-func compareEntries(a, b Entry) int { return compareEntryPtrs(&a, &b) }
 
 // What a skipped piece of input was.
 const (
@@ -95,6 +84,8 @@ func (p Problem) String() string {
 	return fmt.Sprintf("ServiceEntry %s: %s skipped (%s): %s", p.Entry, p.Kind, p.Reason, p.Detail)
 }
 
+// compareEntryPtrs is entry order: oldest first, then by namespace/name, so that the union of
+// addresses for a host is stable whatever order the sources list them in.
 func compareEntryPtrs(a, b *Entry) int {
 	if c := a.Created.Compare(b.Created); c != 0 {
 		return c

@@ -1,5 +1,3 @@
-// Package istioglobal is a CoreDNS plugin that answers Istio's multicluster names
-// (name.namespace.global) from ServiceEntries.
 package istioglobal
 
 import (

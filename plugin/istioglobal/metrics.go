@@ -73,9 +73,9 @@ var (
 
 // observe publishes what the served table holds, and the problems of its input; a is nil when
 // autoallocate is off.
-func observe(s tableStats, hosts int, problems map[[2]string]int, a *vip.Allocator) {
+func observe(s tableStats, problems map[[2]string]int, a *vip.Allocator) {
 	entriesServed.Set(float64(s.entries))
-	namesServed.Set(float64(hosts))
+	namesServed.Set(float64(s.hosts))
 	otherZones.Set(float64(s.other))
 	skipped.Reset() // reasons that are gone must not linger
 	for kr, n := range problems {

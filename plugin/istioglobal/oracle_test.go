@@ -1,7 +1,12 @@
 package istioglobal
 
-// The oracle: the from-scratch build the plugin used before its incremental engine, kept as it
-// was but for its names, as the semantics the engine must answer exactly as (property_test.go).
+// The oracle: the from-scratch build the plugin used before its incremental engine, as the
+// semantics the engine must answer exactly as (property_test.go). It is kept as it was but for
+// its names and two deliberate changes that the engine makes too: a host listed twice in one
+// entry counts once (its ports were counted twice towards "+N more", its status problems
+// logged twice), and two entries of one namespace/name (from two sources, or twice in the
+// files) are each named in the host's TXT and problems (one was dropped when they sorted next
+// to each other).
 
 import (
 	"cmp"
@@ -602,3 +607,9 @@ func (t *oTable) lookup(qname []byte) (n *oNode, z *oZone, exact bool) {
 	}
 	return nil, nil, false
 }
+
+// sortEntries orders entries as the engine does (compareEntryPtrs); stable, so that entries of
+// one namespace/name keep their sources' order.
+func sortEntries(entries []Entry) { slices.SortStableFunc(entries, compareEntries) }
+
+func compareEntries(a, b Entry) int { return compareEntryPtrs(&a, &b) }

@@ -1,8 +1,10 @@
 package istioglobal
 
 import (
+	"cmp"
 	"context"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"net/netip"
 	"slices"
@@ -10,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coredns-istio/coredns-istio/plugin/istioglobal/hostname"
 	"github.com/coredns-istio/coredns-istio/plugin/istioglobal/vip"
 	"github.com/coredns/coredns/plugin/pkg/dnstest"
 	"github.com/coredns/coredns/plugin/test"
@@ -136,8 +139,37 @@ func sameReply(got, want *dns.Msg) string {
 // host in several entries, shared addresses, wildcards over hosts, ties in creation time,
 // hosts in other zones, bad values.
 type world struct {
-	r   *rand.Rand
-	ids []entryID
+	r        *rand.Rand
+	hosts    []string
+	addrs    []string
+	ports    []Port
+	names    int  // entries of each namespace
+	batch    int  // events at most per commit
+	perEntry int  // hosts, addresses and ports at most per entry
+	bulk     bool // the first batch creates every entry, as an initial sync does
+}
+
+// sparse is the world of few collisions of each kind but many kinds.
+func sparse(r *rand.Rand) *world {
+	return &world{r: r, hosts: worldHosts, addrs: worldAddrs, ports: worldPorts, names: 12, batch: 4, perEntry: 3}
+}
+
+// crowded is a world where every cap is passed: one hot host in half the entries (more than 32
+// entries, 32 ports and 32 addresses), and one address in half the entries (more than 32
+// holders).
+func crowded(r *rand.Rand) *world {
+	w := &world{r: r, names: 60, batch: 40, perEntry: 6, bulk: true}
+	for i := range 50 {
+		w.hosts = append(w.hosts, fmt.Sprintf("h%d.c.global", i))
+	}
+	w.hosts = append(w.hosts, "*.c.global", "*.h1.c.global")
+	for i := range 40 {
+		w.addrs = append(w.addrs, fmt.Sprintf("10.1.0.%d", i))
+		w.ports = append(w.ports, Port{fmt.Sprintf("p%d", i), uint32(1000 + i), "TCP"})
+	}
+	w.addrs = append([]string{"10.2.0.1"}, w.addrs...)
+	w.addrs = append(w.addrs, "10.2.0.2", "fd00::9")
+	return w
 }
 
 var (
@@ -163,22 +195,28 @@ func (w *world) pick(n int) int { return w.r.IntN(n) }
 
 func (w *world) entry(namespace, name string) *Entry {
 	e := &Entry{Namespace: namespace, Name: name, Created: epoch.Add(time.Duration(w.pick(4)) * time.Second)}
-	for range 1 + w.pick(3) {
-		e.Hosts = append(e.Hosts, worldHosts[w.pick(len(worldHosts))])
+	for range 1 + w.pick(w.perEntry) {
+		e.Hosts = append(e.Hosts, w.hosts[w.pick(len(w.hosts))])
+	}
+	if w.pick(2) == 0 {
+		e.Hosts = append(e.Hosts, w.hosts[0]) // the hot host
 	}
 	if w.pick(8) == 0 {
 		e.Hosts = nil
 	}
-	for range w.pick(3) {
-		e.Addresses = append(e.Addresses, worldAddrs[w.pick(len(worldAddrs))])
+	for range w.pick(w.perEntry) {
+		e.Addresses = append(e.Addresses, w.addrs[w.pick(len(w.addrs))])
+	}
+	if w.pick(2) == 0 {
+		e.Addresses = append(e.Addresses, w.addrs[0]) // the shared address
 	}
 	if w.pick(3) == 0 {
 		for _, h := range e.Hosts {
-			e.StatusAddresses = append(e.StatusAddresses, StatusAddress{Host: h, Value: worldAddrs[w.pick(len(worldAddrs))]})
+			e.StatusAddresses = append(e.StatusAddresses, StatusAddress{Host: h, Value: w.addrs[w.pick(len(w.addrs))]})
 		}
 	}
-	for range w.pick(3) {
-		e.Ports = append(e.Ports, worldPorts[w.pick(len(worldPorts))])
+	for range w.pick(w.perEntry) {
+		e.Ports = append(e.Ports, w.ports[w.pick(len(w.ports))])
 	}
 	switch w.pick(6) {
 	case 0:
@@ -195,8 +233,18 @@ func (w *world) entry(namespace, name string) *Entry {
 // events returns a batch of random creates, updates and deletes.
 func (w *world) events() []change {
 	var out []change
-	for range 1 + w.pick(4) {
-		namespace, name := []string{"a", "b"}[w.pick(2)], fmt.Sprintf("e%d", w.pick(12))
+	if w.bulk {
+		w.bulk = false
+		for _, namespace := range []string{"a", "b"} {
+			for i := range w.names {
+				name := fmt.Sprintf("e%d", i)
+				out = append(out, change{id: entryID{key: namespace + "/" + name}, entry: w.entry(namespace, name)})
+			}
+		}
+		return out
+	}
+	for range 1 + w.pick(w.batch) {
+		namespace, name := []string{"a", "b"}[w.pick(2)], fmt.Sprintf("e%d", w.pick(w.names))
 		id := entryID{key: namespace + "/" + name, dup: int32(w.pick(2) * w.pick(2)), source: int32(w.pick(2))}
 		c := change{id: id}
 		if w.pick(4) != 0 {
@@ -245,9 +293,9 @@ func TestIncrementalEqualsFromScratch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	steps := 150
+	steps := 100
 	if testing.Short() || raceEnabled {
-		steps = 30
+		steps = 20
 	}
 	// Persisted allocations as the store hands them out: some hosts have VIPs, the rest wait
 	// (SERVFAIL); they change now and then, as the leader writes.
@@ -259,24 +307,67 @@ func TestIncrementalEqualsFromScratch(t *testing.T) {
 		return func([]string, func(netip.Addr) bool) (map[string]vip.VIPs, []string) { return persisted[i%2], nil }
 	}
 	for _, mode := range []struct {
-		name string
-		cfg  tableConfig
+		name  string
+		cfg   tableConfig
+		world func(*rand.Rand) *world
+		steps int
 	}{
-		{"no-allocation", tableConfig{}},
-		{"deterministic", tableConfig{alloc: small.Deterministic, pool: small.Overlaps}},
-		{"persisted", tableConfig{alloc: live(0), pool: small.Overlaps}},
+		{"no-allocation", tableConfig{}, sparse, steps},
+		{"deterministic", tableConfig{alloc: small.Deterministic, pool: small.Overlaps}, sparse, steps},
+		{"persisted", tableConfig{alloc: live(0), pool: small.Overlaps}, sparse, steps},
+		{"crowded", tableConfig{}, crowded, steps / 5},
+		{"crowded-deterministic", tableConfig{alloc: small.Deterministic, pool: small.Overlaps}, crowded, steps / 5},
 	} {
 		for seed := range uint64(8) {
 			t.Run(fmt.Sprintf("%s/seed%d", mode.name, seed), func(t *testing.T) {
 				cfg := mode.cfg
 				cfg.zones, cfg.ttl, cfg.ns = zones, 30, defaultNameServer(zones, []string{"127.0.0.1"})
-				w := &world{r: rand.New(rand.NewPCG(seed, 7))}
+				w := mode.world(rand.New(rand.NewPCG(seed, 7)))
 				e := newEngine(cfg)
 				ig := newIstioGlobal()
 				ig.Zones = zones
+				// A reader on the latest generation throughout: under -race, a change to a
+				// published generation is a reported race.
+				reader := newIstioGlobal()
+				reader.Zones = zones
+				stop := make(chan struct{})
+				done := make(chan struct{})
+				go func() {
+					defer close(done)
+					for i := 0; ; i++ {
+						select {
+						case <-stop:
+							return
+						default:
+						}
+						if reader.table.Load() == nil {
+							continue
+						}
+						name, _ := hostname.Canonical(strings.TrimPrefix(w.hosts[i%len(w.hosts)], "*."))
+						for _, qt := range []uint16{dns.TypeA, dns.TypeAAAA, dns.TypeTXT, dns.TypePTR, dns.TypeSRV} {
+							m := new(dns.Msg).SetQuestion(cmp.Or(name, "x.global."), qt)
+							reader.ServeDNS(context.Background(), &discardWriter{}, m)
+						}
+					}
+				}()
+				defer func() { close(stop); <-done }()
 				current := map[entryID]*Entry{}
+				type generation struct {
+					tb      *Table
+					oracle  *oTable
+					entries []Entry
+				}
+				var prev *generation
 				serial := uint32(0)
-				for step := range steps {
+				var reached [cappedKinds]int
+				if strings.HasPrefix(mode.name, "crowded") {
+					defer func() {
+						if reached[cappedPTR] == 0 || reached[cappedSRV] == 0 || reached[cappedTXT] == 0 {
+							t.Errorf("the crowded world never passed every cap: capped %v at most", reached)
+						}
+					}()
+				}
+				for step := range mode.steps {
 					if mode.name == "persisted" && step%7 == 6 {
 						cfg.alloc = live(step / 7)
 						e.setAlloc(cfg.alloc)
@@ -292,21 +383,45 @@ func TestIncrementalEqualsFromScratch(t *testing.T) {
 					e.apply(batch)
 					if tb := e.commit(func() uint32 { serial++; return serial }); tb != nil {
 						ig.table.Store(tb)
+						reader.table.Store(tb)
 					}
 					tb := ig.table.Load()
 					entries := entriesInOrder(current)
 					oracle := oracleBuild(entries, cfg, tb.serial)
-					for _, q := range questions(oracle, tb) {
-						if diff := sameReply(servedReply(t, ig, q), oracleReply(oracle, q, true)); diff != "" {
-							t.Fatalf("step %d, %s %s: %s\nentries:\n%s", step, q.Name, dns.TypeToString[q.Qtype], diff, describe(entries))
+					check := func(when string, tb *Table, oracle *oTable, entries []Entry) {
+						ig.table.Store(tb)
+						for _, q := range questions(oracle, tb) {
+							if diff := sameReply(servedReply(t, ig, q), oracleReply(oracle, q, true)); diff != "" {
+								t.Fatalf("step %d, %s, %s %s: %s\nentries:\n%s", step, when, q.Name, dns.TypeToString[q.Qtype], diff, describe(entries))
+							}
 						}
 					}
+					// The generation before still answers as it did: readers on it see no change.
+					if prev != nil && step%5 == 0 {
+						check("the generation before", prev.tb, prev.oracle, prev.entries)
+					}
+					check("now", tb, oracle, entries)
+					prev = &generation{tb, oracle, entries}
 					if got, want := problemTexts(e.allProblems()), problemTexts(oracle.problems); !slices.Equal(got, want) {
 						t.Fatalf("step %d: problems\n\t%s\nwant\n\t%s", step, strings.Join(got, "\n\t"), strings.Join(want, "\n\t"))
 					}
+					counts := map[[2]string]int{}
+					for _, p := range e.allProblems() {
+						counts[[2]string{p.Kind, p.Reason}]++
+					}
+					if !maps.Equal(counts, e.problems.counts) {
+						t.Fatalf("step %d: problem counts %v, want %v", step, e.problems.counts, counts)
+					}
+					for i, n := range e.stats.capped {
+						reached[i] = max(reached[i], n)
+					}
+					// capped{txt} counts differently by design (per address, not per holder).
+					if got, want := [2]int{e.stats.capped[cappedPTR], e.stats.capped[cappedSRV]}, [2]int{oracle.capped["ptr"], oracle.capped["srv"]}; got != want {
+						t.Fatalf("step %d: capped ptr, srv %v, want %v", step, got, want)
+					}
 					// The metrics' counts: a change of them alone publishes no table.
-					if got, want := [4]int{e.stats.entries, len(e.hosts), e.stats.other, e.stats.allocated[0] + e.stats.allocated[1]}, [4]int{oracle.entries, oracle.hosts, oracle.other, oracle.allocated[0] + oracle.allocated[1]}; got != want {
-						t.Fatalf("step %d: entries, hosts, other, allocated %v, want %v", step, got, want)
+					if got, want := [5]int{e.stats.entries, len(e.hosts), e.stats.other, e.stats.allocated[0], e.stats.allocated[1]}, [5]int{oracle.entries, oracle.hosts, oracle.other, oracle.allocated[0], oracle.allocated[1]}; got != want {
+						t.Fatalf("step %d: entries, hosts, other, allocated IPv4, IPv6 %v, want %v", step, got, want)
 					}
 				}
 			})

@@ -113,6 +113,22 @@ type aaaaRecord struct {
 
 // appendAddresses appends the addresses of one family as records owned by name.
 func appendAddresses(out []dns.RR, name string, addrs []netip.Addr, v4 bool, ttl uint32) []dns.RR {
+	if v4 {
+		return appendRecords(out, addrs, v4, func(r *aRecord, a netip.Addr) dns.RR {
+			r.ip = a.As4()
+			r.rr = dns.A{Hdr: header(name, dns.TypeA, ttl), A: r.ip[:]}
+			return &r.rr
+		})
+	}
+	return appendRecords(out, addrs, v4, func(r *aaaaRecord, a netip.Addr) dns.RR {
+		r.ip = a.As16()
+		r.rr = dns.AAAA{Hdr: header(name, dns.TypeAAAA, ttl), AAAA: r.ip[:]}
+		return &r.rr
+	})
+}
+
+// appendRecords builds a record of type R for each address of one family, all in one slab.
+func appendRecords[R any](out []dns.RR, addrs []netip.Addr, v4 bool, build func(*R, netip.Addr) dns.RR) []dns.RR {
 	n := 0
 	for _, a := range addrs {
 		if a.Is4() == v4 {
@@ -122,25 +138,11 @@ func appendAddresses(out []dns.RR, name string, addrs []netip.Addr, v4 bool, ttl
 	if n == 0 {
 		return out
 	}
-	if v4 {
-		recs := make([]aRecord, 0, n)
-		for _, a := range addrs {
-			if a.Is4() {
-				recs = append(recs, aRecord{ip: a.As4()})
-				r := &recs[len(recs)-1]
-				r.rr = dns.A{Hdr: header(name, dns.TypeA, ttl), A: r.ip[:]}
-				out = append(out, &r.rr)
-			}
-		}
-		return out
-	}
-	recs := make([]aaaaRecord, 0, n)
+	recs := make([]R, 0, n)
 	for _, a := range addrs {
-		if !a.Is4() {
-			recs = append(recs, aaaaRecord{ip: a.As16()})
-			r := &recs[len(recs)-1]
-			r.rr = dns.AAAA{Hdr: header(name, dns.TypeAAAA, ttl), AAAA: r.ip[:]}
-			out = append(out, &r.rr)
+		if a.Is4() == v4 {
+			recs = recs[:len(recs)+1]
+			out = append(out, build(&recs[len(recs)-1], a))
 		}
 	}
 	return out

@@ -15,7 +15,9 @@ type reservation struct {
 	addrs    map[netip.Addr]int32
 	prefixes map[netip.Prefix]int32
 	lengths  [2][129]int32 // prefixes of each length, for IPv4 and IPv6
-	changed  bool          // since the allocation last looked
+	// The values counted since the last settle, and whether each was reserved before: an
+	// update that takes back and adds the same value changes nothing.
+	touched map[any]bool
 }
 
 // add counts value (an address, or a CIDR) d more times; other values are not addresses and
@@ -33,9 +35,9 @@ func (r *reservation) add(value string, d int32) {
 			if r.prefixes == nil {
 				r.prefixes = make(map[netip.Prefix]int32)
 			}
+			r.touch(p, r.prefixes[p] > 0)
 			bump(r.prefixes, p, d)
 			r.lengths[family(p.Addr())][p.Bits()] += d
-			r.changed = true
 			return
 		}
 		value = p.Addr().String()
@@ -51,8 +53,34 @@ func (r *reservation) add(value string, d int32) {
 	if r.addrs == nil {
 		r.addrs = make(map[netip.Addr]int32)
 	}
+	r.touch(a, r.addrs[a] > 0)
 	bump(r.addrs, a, d)
-	r.changed = true
+}
+
+func (r *reservation) touch(k any, reserved bool) {
+	if r.touched == nil {
+		r.touched = make(map[any]bool)
+	}
+	if _, ok := r.touched[k]; !ok {
+		r.touched[k] = reserved
+	}
+}
+
+// settle reports whether what is reserved changed since it last ran.
+func (r *reservation) settle() bool {
+	changed := false
+	for k, was := range r.touched {
+		var now bool
+		switch k := k.(type) {
+		case netip.Addr:
+			now = r.addrs[k] > 0
+		case netip.Prefix:
+			now = r.prefixes[k] > 0
+		}
+		changed = changed || now != was
+	}
+	r.touched = nil
+	return changed
 }
 
 // bump adds d to the count of k, forgetting k at zero.

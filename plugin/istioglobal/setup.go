@@ -72,6 +72,9 @@ func parse(c *caddy.Controller) (*IstioGlobal, error) {
 			return nil, plugin.ErrOnce
 		}
 		ig.Zones = plugin.OriginsFromArgsOrServerBlock(c.RemainingArgs(), c.ServerBlockKeys)
+		if len(ig.Zones) > maxZones {
+			return nil, c.Errf("%d zones: at most %d", len(ig.Zones), maxZones)
+		}
 		for c.NextBlock() {
 			var err error
 			switch c.Val() {

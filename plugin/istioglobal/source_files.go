@@ -23,8 +23,8 @@ import (
 const fileSettleDelay = 50 * time.Millisecond
 
 // fileSource serves ServiceEntries from YAML or JSON files: multi-document files, and the
-// *.yaml, *.yml and *.json files of directories. Files are read when the table is built, and
-// a change to any of them (including a ConfigMap volume's symlink swap) triggers a rebuild.
+// *.yaml, *.yml and *.json files of directories. A change to any of them (including a ConfigMap
+// volume's symlink swap) has them all read again, and the entries that differ applied.
 type fileSource struct {
 	paths   []string
 	watcher *fsnotify.Watcher
@@ -143,10 +143,15 @@ func (s *snapshots) diff(entries []Entry) []change {
 		id := entryID{key: e.key()}
 		id.dup = dups[id.key]
 		dups[id.key]++
-		next[id] = e
-		if old, ok := s.last[id]; !ok || !old.same(e) {
-			out = append(out, change{id: id, entry: e})
+		if old, ok := s.last[id]; ok && old.same(e) {
+			next[id] = old
+			continue
 		}
+		// A copy of its own: the engine keeps an entry until it changes, and a pointer into
+		// entries would keep every entry of this read alive with it.
+		cp := *e
+		next[id] = &cp
+		out = append(out, change{id: id, entry: &cp})
 	}
 	for id := range s.last {
 		if _, ok := next[id]; !ok {

@@ -22,6 +22,9 @@ const (
 	maxEntriesNamed     = 3  // entries a logged problem names
 )
 
+// maxZones is what a node's zone index can name.
+const maxZones = 255
+
 // The records whose answers can leave some out, indexing tableStats.capped.
 const (
 	cappedPTR = iota // a reverse name held by more than maxPTRPerAddress hosts
@@ -42,10 +45,9 @@ type Table struct {
 	glue      *hostInfo // the NS target's addresses, when it is a name of ours that has some
 	ttl       uint32
 	serial    uint32
-	tableStats
 }
 
-// tableStats is what the metrics report of a generation.
+// tableStats is what the metrics report besides the problems.
 type tableStats struct {
 	entries   int // ServiceEntries that contribute at least one name
 	hosts     int // names from ServiceEntries, wildcards included
@@ -64,8 +66,8 @@ type node struct {
 	ptr      *holderList // at the reverse name of an address: the hosts that hold it
 	wildcard *node       // the "*.<this name>" child, the source of synthesis below this name
 	refs     int32       // names at or below this one that are more than an ENT (engine only)
-	gen      uint32      // the generation that made this copy; the engine changes only its own
-	zone     uint8
+	gen      uint64      // the generation that made this copy; the engine changes only its own
+	zone     uint8       // index in Table.zones
 	apex     bool
 }
 
@@ -138,7 +140,7 @@ func (t *Table) get(name []byte) *node {
 	return t.names.shards[shardOf(hashNameBytes(name))][string(name)]
 }
 
-// node returns the node of a lower-case name, for tests and zone transfers.
+// node returns the node of a lower-case name.
 func (t *Table) node(name string) *node {
 	return t.names.shards[shardOf(hashName(name))][name]
 }

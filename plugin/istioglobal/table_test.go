@@ -199,8 +199,8 @@ func TestSeveralEntriesPerHost(t *testing.T) {
 	if want := []string{"240.0.0.1", "240.0.0.4", "240.0.0.2", "240.0.0.3"}; !slices.Equal(got, want) {
 		t.Errorf("answer order %v, want %v (oldest entry first, then namespace/name)", got, want)
 	}
-	if tb := ig.table.Load(); tb.entries != 4 || tb.hosts != 1 {
-		t.Errorf("entries=%d hosts=%d, want 4 and 1", tb.entries, tb.hosts)
+	if s := statsOf(ig.table.Load()); s.entries != 4 || s.hosts != 1 {
+		t.Errorf("entries=%d hosts=%d, want 4 and 1", s.entries, s.hosts)
 	}
 }
 
