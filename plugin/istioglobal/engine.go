@@ -55,17 +55,16 @@ type entryRec struct {
 	hosts    []*hostState   // its hosts in the zones, each once, in the order it lists them
 	status   [][]netip.Addr // by host: its status.addresses, when spec has no usable one
 	problems []Problem
-	index    map[*hostState]int32 // place of each host in hosts, for entries with many
-	hasSpec  bool                 // spec.addresses has a usable address
-	served   bool                 // contributes at least one name
-	other    bool                 // has no host in the zones
-	gone     bool                 // removed: its hosts drop it at the next commit
+	hasSpec  bool // spec.addresses has a usable address
+	served   bool // contributes at least one name
+	other    bool // has no host in the zones
+	gone     bool // removed: its hosts drop it at the next commit
 }
 
 // indexOf is the place of h among the entry's hosts.
-func (r *entryRec) indexOf(h *hostState) int {
-	if r.index != nil {
-		return int(r.index[h])
+func (e *engine) indexOf(r *entryRec, h *hostState) int {
+	if index, ok := e.wide[r]; ok {
+		return int(index[h])
 	}
 	return slices.Index(r.hosts, h)
 }
@@ -109,6 +108,7 @@ type engine struct {
 	glue       *hostInfo
 
 	entries  map[entryID]*entryRec
+	wide     map[*entryRec]map[*hostState]int32 // for entries with many hosts: the place of each
 	hosts    map[string]*hostState
 	holders  map[netip.Addr][]*hostState // in host order
 	reserved reservation
@@ -141,6 +141,7 @@ func newEngine(c tableConfig) *engine {
 		cfg:        c,
 		allocating: c.alloc != nil,
 		entries:    make(map[entryID]*entryRec),
+		wide:       make(map[*entryRec]map[*hostState]int32),
 		hosts:      make(map[string]*hostState),
 		holders:    make(map[netip.Addr][]*hostState),
 		wants:      make(map[*hostState]struct{}),
@@ -270,10 +271,11 @@ func (e *engine) addEntry(id entryID, ent *Entry) {
 		e.dirty[h] = struct{}{}
 	}
 	if len(rec.hosts) > 16 {
-		rec.index = make(map[*hostState]int32, len(rec.hosts))
+		index := make(map[*hostState]int32, len(rec.hosts))
 		for i, h := range rec.hosts {
-			rec.index[h] = int32(i)
+			index[h] = int32(i)
 		}
+		e.wide[rec] = index
 	}
 	if len(names) > 0 {
 		rec.served = true
@@ -292,6 +294,7 @@ func (e *engine) removeEntry(rec *entryRec) {
 		e.stats.entries--
 	}
 	rec.gone = true
+	delete(e.wide, rec)
 	for _, h := range rec.hosts {
 		e.dirty[h] = struct{}{}
 	}
@@ -432,7 +435,7 @@ func (e *engine) derive(h *hostState) {
 					}
 				}
 			case rec.status != nil:
-				for _, a := range rec.status[rec.indexOf(h)] {
+				for _, a := range rec.status[e.indexOf(rec, h)] {
 					add(a, fromStatus)
 				}
 			}

@@ -357,7 +357,7 @@ func (e *engine) publish(serial uint32) *Table {
 // keyOf is where h belongs in host order now.
 func (e *engine) keyOf(h *hostState) hostKey {
 	first := h.holders[0]
-	return hostKey{rec: first, idx: first.indexOf(h)}
+	return hostKey{rec: first, idx: e.indexOf(first, h)}
 }
 
 func compareKeys(a, b hostKey) int {

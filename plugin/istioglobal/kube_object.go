@@ -8,7 +8,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 )
 
-// cachedEntry is what the informer cache keeps of a ServiceEntry: the Entry that build reads,
+// cachedEntry is what the informer cache keeps of a ServiceEntry: the Entry that the table reads,
 // converted once when the object arrives, and the resourceVersion. It is a metav1.Object and a
 // runtime.Object only as far as client-go's cache uses them (namespace and name for keys and
 // the namespace index): the rest of the metadata reads as empty and cannot be set, as in
@@ -18,7 +18,7 @@ type cachedEntry struct {
 	resourceVersion string
 }
 
-// toCachedEntry is the informers' transform. It keeps only what build reads, so that the cache
+// toCachedEntry is the informers' transform. It keeps only what the table reads, so that the cache
 // of 100k ServiceEntries holds no endpoints, annotations, managedFields or API structs.
 func toCachedEntry(obj any) (any, error) {
 	se, ok := obj.(*networkingv1.ServiceEntry)

@@ -36,13 +36,13 @@ var (
 		Namespace: plugin.Namespace,
 		Subsystem: "istioglobal",
 		Name:      "capped",
-		Help:      "Names whose answer left out records to stay bounded, by record type (ptr, srv, txt).",
+		Help:      "Answers that leave out records to stay bounded, by record type: reverse names (ptr), hosts with ports beyond the cap (srv), hosts whose facts leave entries, addresses or ports out, and addresses with more holders than a TXT lists (txt).",
 	}, []string{"record"})
 	builds = promauto.NewCounterVec(prometheus.CounterOpts{
 		Namespace: plugin.Namespace,
 		Subsystem: "istioglobal",
 		Name:      "builds_total",
-		Help:      "Reads of every source after a change, by result: published (a new table) or unchanged (nothing the table reads had changed).",
+		Help:      "Batches of changes applied, by result: published (a new generation, a new serial) or unchanged (no answer changed).",
 	}, []string{"result"})
 	rebuildDuration = promauto.NewHistogram(prometheus.HistogramOpts{
 		Namespace: plugin.Namespace,

@@ -161,7 +161,7 @@ func (k *kubeSource) changes() ([]change, []Problem) {
 	return out, nil
 }
 
-// entryFrom converts a ServiceEntry, from either source, into what build reads.
+// entryFrom converts a ServiceEntry, from either source, into what the table reads.
 func entryFrom(se *networkingv1.ServiceEntry) Entry {
 	e := Entry{
 		Namespace: se.Namespace,

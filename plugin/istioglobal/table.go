@@ -9,8 +9,9 @@ import (
 
 // What one answer may carry. Each bounds what an adversary who can write ServiceEntries can put
 // into one RRset, so that every answer packs within a 64 KiB TCP message, and what one name
-// costs to keep, so that entries sharing an address or a host cost O(N), not O(N²). What is
-// left out is counted in coredns_istioglobal_capped and, in the TXT facts, said with "+N more".
+// keeps, so that N entries sharing an address or a host cost a change O(N) at most (the list
+// it merges into) and a sync O(N log N), never O(N²). What is left out is counted in
+// coredns_istioglobal_capped and, in the TXT facts, said with "+N more".
 const (
 	// maxAddressesPerHost bounds one host's A (and AAAA) RRset. Istio allows 256 addresses per
 	// ServiceEntry; several entries for one host could otherwise build an answer that no longer
@@ -65,8 +66,8 @@ type node struct {
 	srv      *srvSet     // at _PORT._tcp|_udp.HOST
 	ptr      *holderList // at the reverse name of an address: the hosts that hold it
 	wildcard *node       // the "*.<this name>" child, the source of synthesis below this name
-	refs     int32       // names at or below this one that are more than an ENT (engine only)
 	gen      uint64      // the generation that made this copy; the engine changes only its own
+	refs     int32       // names at or below this one that are more than an ENT (engine only)
 	zone     uint8       // index in Table.zones
 	apex     bool
 }
