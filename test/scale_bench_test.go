@@ -171,7 +171,7 @@ func scaleRun(b *testing.B, n int) {
 	var wg sync.WaitGroup
 	// Each rewrite is a PATCH, tens of ms at 100k entries: enough writers that the API server's
 	// latency does not cap the rate.
-	const writers = 32
+	const writers = 64
 	for w := range writers {
 		wg.Add(1)
 		go func() {

@@ -2,8 +2,14 @@ package istioglobal
 
 import (
 	"fmt"
+	"math/rand/v2"
+	"net/netip"
 	"reflect"
+	"slices"
 	"testing"
+	"time"
+
+	"github.com/coredns-istio/coredns-istio/plugin/istioglobal/vip"
 )
 
 // A change publishes a generation that shares every shard it did not touch with the one
@@ -79,5 +85,59 @@ func TestJournalIsBounded(t *testing.T) {
 	}
 	if last := e.journal.gens[len(e.journal.gens)-1]; last.serial != serial {
 		t.Errorf("journal ends at serial %d, want %d", last.serial, serial)
+	}
+}
+
+// Replicas in deterministic mode see the same entries through different histories (one synced
+// at once, the other through creates, deletes and re-creates in another order): they serve the
+// same VIPs, as the plugin README promises.
+func TestReplicasAgreeOnVIPs(t *testing.T) {
+	a, err := vip.New([]netip.Prefix{netip.MustParsePrefix("240.241.0.0/28"), netip.MustParsePrefix("fd00::/124")}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := tableConfig{zones: []string{"global."}, ttl: 30, alloc: a.Deterministic, pool: a.Overlaps}
+	var entries []Entry
+	for i := range 12 {
+		e := Entry{Namespace: "foo", Name: fmt.Sprintf("e%d", i), Created: epoch.Add(time.Duration(i%4) * time.Second),
+			Hosts: []string{fmt.Sprintf("h%d.foo.global", i)}}
+		if i%5 == 0 {
+			e.Addresses = []string{fmt.Sprintf("240.241.0.%d", i+1)} // reserved inside the pool
+		}
+		entries = append(entries, e)
+	}
+	var s snapshots
+	synced := newEngine(cfg)
+	synced.apply(s.diff(entries))
+	one := synced.commit(func() uint32 { return 1 })
+
+	replayed := newEngine(cfg)
+	var other *Table // the replica's latest generation
+	serial := uint32(0)
+	step := func(c change) {
+		replayed.apply([]change{c})
+		if tb := replayed.commit(func() uint32 { serial++; return serial }); tb != nil {
+			other = tb
+		}
+	}
+	r := rand.New(rand.NewPCG(1, 2))
+	for _, i := range r.Perm(len(entries)) {
+		e := entries[i]
+		id := entryID{key: e.key()}
+		step(change{id: id, entry: &e})
+		if r.IntN(3) == 0 { // gone and back
+			step(change{id: id})
+			step(change{id: id, entry: &e})
+		}
+	}
+	for _, e := range entries {
+		name := e.Hosts[0] + "."
+		got, want := other.node(name).host.addrs, one.node(name).host.addrs
+		if !slices.Equal(got, want) {
+			t.Errorf("%s: %v after a history of changes, %v synced at once", name, got, want)
+		}
+	}
+	if allocated := synced.statistics().allocated; allocated[0] < 8 || allocated[1] < 8 {
+		t.Errorf("allocated %v: the test wants most hosts to hold a VIP", allocated)
 	}
 }
