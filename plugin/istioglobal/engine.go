@@ -172,7 +172,7 @@ func newEngine(c tableConfig) *engine {
 			e.glue.origins = append(e.glue.origins, fromSpec)
 		}
 		e.ref(c.ns.name, zi, 1)
-		e.edit(c.ns.name, zi).host = e.glue
+		e.edit(c.ns.name, zi).setHost(e.glue)
 	}
 	return e
 }

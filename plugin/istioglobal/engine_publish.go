@@ -46,11 +46,11 @@ func (e *engine) finish(h *hostState) {
 	case old == nil && next != nil:
 		e.ref(h.name, h.zone, 1)
 	case old != nil && next == nil:
-		e.edit(h.name, h.zone).host = nil
+		e.edit(h.name, h.zone).setHost(nil)
 		e.ref(h.name, h.zone, -1)
 	}
 	if next != nil {
-		e.edit(h.name, h.zone).host = next
+		e.edit(h.name, h.zone).setHost(next)
 	}
 	e.capped(old, -1)
 	e.capped(next, 1)

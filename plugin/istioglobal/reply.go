@@ -28,9 +28,13 @@ type reply struct {
 func (rp *reply) answer(t *Table, n *node, q dns.Question, same, debug bool) (answer, extra []dns.RR) {
 	switch q.Qtype {
 	case dns.TypeA:
-		return rp.addresses(q.Name, n.host, true, t.ttl), nil
+		if n.v4 {
+			return rp.addresses(q.Name, n.host, true, t.ttl), nil
+		}
 	case dns.TypeAAAA:
-		return rp.addresses(q.Name, n.host, false, t.ttl), nil
+		if n.v6 {
+			return rp.addresses(q.Name, n.host, false, t.ttl), nil
+		}
 	case dns.TypeSRV:
 		return srvRecords(q.Name, n.srv, t.ttl), glue(n.srv, t.ttl)
 	case dns.TypePTR:

@@ -70,6 +70,17 @@ type node struct {
 	refs     int32       // names at or below this one that are more than an ENT (engine only)
 	zone     uint8       // index in Table.zones
 	apex     bool
+	v4, v6   bool // host has addresses of the family: NODATA without reading host
+}
+
+// setHost makes h the node's host.
+func (n *node) setHost(h *hostInfo) {
+	n.host, n.v4, n.v6 = h, false, false
+	if h != nil {
+		for _, a := range h.addrs {
+			n.v4, n.v6 = n.v4 || a.Is4(), n.v6 || !a.Is4()
+		}
+	}
 }
 
 // hostInfo is what the entries of one host say, merged: oldest entry first, bounded.
