@@ -157,13 +157,9 @@ func srvRecords(name string, s *srvSet, ttl uint32) []dns.RR {
 	if s == nil {
 		return nil
 	}
-	recs := make([]dns.SRV, len(s.ports))
-	out := make([]dns.RR, len(s.ports))
-	for i, p := range s.ports {
-		recs[i] = dns.SRV{Hdr: header(name, dns.TypeSRV, ttl), Priority: 0, Weight: 100, Port: p, Target: s.target.name}
-		out[i] = &recs[i]
-	}
-	return out
+	return records(s.ports, func(r *dns.SRV, port uint16) {
+		*r = dns.SRV{Hdr: header(name, dns.TypeSRV, ttl), Priority: 0, Weight: 100, Port: port, Target: s.target.name}
+	})
 }
 
 // glue is the SRV target's addresses, for the additional section.
@@ -179,11 +175,21 @@ func ptrRecords(name string, l *holderList, ttl uint32) []dns.RR {
 	if l == nil {
 		return nil
 	}
-	recs := make([]dns.PTR, len(l.names))
-	out := make([]dns.RR, len(l.names))
-	for i, host := range l.names {
-		recs[i] = dns.PTR{Hdr: header(name, dns.TypePTR, ttl), Ptr: host}
-		out[i] = &recs[i]
+	return records(l.names, func(r *dns.PTR, host string) {
+		*r = dns.PTR{Hdr: header(name, dns.TypePTR, ttl), Ptr: host}
+	})
+}
+
+// records builds one record of type R for each item, all in one slab.
+func records[R any, PR interface {
+	*R
+	dns.RR
+}, T any](items []T, build func(PR, T)) []dns.RR {
+	recs := make([]R, len(items))
+	out := make([]dns.RR, len(items))
+	for i, item := range items {
+		build(&recs[i], item)
+		out[i] = PR(&recs[i])
 	}
 	return out
 }
