@@ -1,0 +1,121 @@
+package stubdomain
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
+)
+
+func configMapVolume(volume, configMap string, items ...corev1.KeyToPath) corev1.Volume {
+	return corev1.Volume{Name: volume, VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
+		LocalObjectReference: corev1.LocalObjectReference{Name: configMap}, Items: items}}}
+}
+
+func daemonSet(name string, volumes ...corev1.Volume) *appsv1.DaemonSet {
+	return &appsv1.DaemonSet{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "kube-system"},
+		Spec: appsv1.DaemonSetSpec{Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{Volumes: volumes}}}}
+}
+
+// The NodeLocal DNSCache shapes clusters run: the current add-on (node-local-dns, mounting
+// kube-dns for its stubDomains and its own template as Corefile.base), older installs
+// (nodelocaldns, only their own Corefile), and none.
+func TestDetectNodeLocal(t *testing.T) {
+	addon := daemonSet("node-local-dns",
+		corev1.Volume{Name: "xtables-lock", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: "/run/xtables.lock"}}},
+		configMapVolume("kube-dns-config", "kube-dns"),
+		configMapVolume("config-volume", "node-local-dns", corev1.KeyToPath{Key: "Corefile", Path: "Corefile.base"}))
+	older := daemonSet("nodelocaldns", configMapVolume("config-volume", "nodelocaldns", corev1.KeyToPath{Key: "Corefile", Path: "Corefile"}))
+	for _, tc := range []struct {
+		name    string
+		objs    []runtime.Object
+		want    *NodeLocal
+		because string
+	}{
+		{"the add-on, beside CoreDNS", []runtime.Object{addon, deployment("coredns")},
+			&NodeLocal{DaemonSet: "node-local-dns", ConfigMap: "node-local-dns", Key: "Corefile", KubeDNS: true}, "mounting ConfigMap kube-dns"},
+		{"the add-on before ConfigMap kube-dns exists", []runtime.Object{addon},
+			&NodeLocal{DaemonSet: "node-local-dns", ConfigMap: "node-local-dns", Key: "Corefile", KubeDNS: true}, "stubDomains"},
+		{"an older nodelocaldns, beside kube-dns", []runtime.Object{older, deployment("kube-dns")},
+			&NodeLocal{DaemonSet: "nodelocaldns", ConfigMap: "nodelocaldns", Key: "Corefile"}, "its own Corefile (ConfigMap nodelocaldns)"},
+		{"none", []runtime.Object{deployment("coredns")}, nil, ""},
+	} {
+		got, why, err := DetectNodeLocal(context.Background(), fake.NewClientset(tc.objs...), "kube-system")
+		if err != nil || (got == nil) != (tc.want == nil) || got != nil && *got != *tc.want || !strings.Contains(why, tc.because) {
+			t.Errorf("%s: %+v (%s), %v; want %+v (…%s…)", tc.name, got, why, err, tc.want, tc.because)
+		}
+	}
+
+	// Not allowed to look: an error that names the permission, never "no cache".
+	client := fake.NewClientset(addon)
+	client.PrependReactor("get", "daemonsets", func(k8stesting.Action) (bool, runtime.Object, error) {
+		return true, nil, apierrors.NewForbidden(schema.GroupResource{Group: "apps", Resource: "daemonsets"}, "node-local-dns", errors.New("no"))
+	})
+	if _, _, err := DetectNodeLocal(context.Background(), client, "kube-system"); !apierrors.IsForbidden(err) || !strings.Contains(err.Error(), "grant get on daemonsets node-local-dns, nodelocaldns") {
+		t.Errorf("forbidden: %v", err)
+	}
+}
+
+func coreDNSDeployment(mountPath, configMap string) *appsv1.Deployment {
+	d := deployment("coredns")
+	d.Spec.Template.Spec.Volumes = []corev1.Volume{configMapVolume("config-volume", "coredns"), configMapVolume("custom-config-volume", configMap)}
+	d.Spec.Template.Spec.Containers = []corev1.Container{{Name: "coredns", VolumeMounts: []corev1.VolumeMount{
+		{Name: "config-volume", MountPath: "/etc/coredns"}, {Name: "custom-config-volume", MountPath: mountPath}}}}
+	return d
+}
+
+// The ConfigMap behind a Corefile's `import DIR/*.server`: AKS imports a relative directory,
+// k3s an absolute one; imports inside a server block are snippets, not server blocks.
+func TestImportedConfigMap(t *testing.T) {
+	k3s := ".:53 {\n    errors\n    import /etc/coredns/custom/*.override\n}\nimport /etc/coredns/custom/*.server\n"
+	for _, tc := range []struct {
+		name     string
+		corefile string
+		d        *appsv1.Deployment
+		want     *Imported
+	}{
+		{"AKS", aksCorefile, coreDNSDeployment("/etc/coredns/custom", "coredns-custom"), &Imported{ConfigMap: "coredns-custom", Pattern: "*.server"}},
+		{"k3s", k3s, coreDNSDeployment("/etc/coredns/custom/", "coredns-custom"), &Imported{ConfigMap: "coredns-custom", Pattern: "*.server"}},
+		{"imported, named otherwise", k3s, coreDNSDeployment("/etc/coredns/custom", "dns-additions"), &Imported{ConfigMap: "dns-additions", Pattern: "*.server"}},
+		{"kubeadm: no import", kubeadmCorefile, coreDNSDeployment("/etc/coredns/custom", "coredns-custom"), nil},
+		{"only snippets imported", ".:53 {\n    import /etc/coredns/custom/*.server\n}\n", coreDNSDeployment("/etc/coredns/custom", "coredns-custom"), nil},
+		{"an import of a directory nothing mounts", k3s, coreDNSDeployment("/srv/elsewhere", "coredns-custom"), nil},
+	} {
+		got := ImportedConfigMap(tc.corefile, tc.d)
+		if (got == nil) != (tc.want == nil) || got != nil && *got != *tc.want {
+			t.Errorf("%s: %+v, want %+v", tc.name, got, tc.want)
+		}
+	}
+}
+
+// What reverts an edit of a ConfigMap: AKS's addon manager, k3s's deploy controller, or nothing.
+func TestReconciledBy(t *testing.T) {
+	aks := configMap("coredns", nil)
+	aks.Labels = map[string]string{addonManagerLabel: "Reconcile"}
+	k3s := configMap("coredns", nil)
+	k3s.Labels = map[string]string{"objectset.rio.cattle.io/hash": "bce283298811743a0386ab510f2f67ef74240c57"}
+	k3sAnnotated := configMap("coredns", nil)
+	k3sAnnotated.Annotations = map[string]string{"objectset.rio.cattle.io/id": "", "objectset.rio.cattle.io/owner-name": "coredns"}
+	ensure := configMap("coredns", nil)
+	ensure.Labels = map[string]string{addonManagerLabel: "EnsureExists"}
+	for _, tc := range []struct {
+		cm   *corev1.ConfigMap
+		want string
+	}{
+		{aks, "addon manager"}, {k3s, "k3s"}, {k3sAnnotated, "k3s"}, {ensure, ""}, {configMap("coredns", nil), ""},
+	} {
+		got := reconciledBy(tc.cm)
+		if tc.want == "" && got != "" || tc.want != "" && !strings.Contains(got, tc.want) {
+			t.Errorf("%v %v: %q, want …%s…", tc.cm.Labels, tc.cm.Annotations, got, tc.want)
+		}
+	}
+}
