@@ -50,16 +50,21 @@ func ServerBlock(zone string, servers []netip.AddrPort) string {
 
 // renderBlock is the marked block for zone (normalized) forwarding to hosts, each line ending
 // in eol.
-func renderBlock(zone string, hosts []string, eol string) string {
+func renderBlock(zone string, hosts []string, eol string, directives ...string) string {
 	lines := []string{
 		"# BEGIN " + markerTool + " " + zone + " (managed by `coredns-istio stubdomain`; do not edit)",
 		zone + ":53 {",
+	}
+	for _, d := range directives {
+		lines = append(lines, "    "+d)
+	}
+	lines = append(lines,
 		"    errors",
 		"    cache 30",
-		"    forward . " + strings.Join(hosts, " "),
+		"    forward . "+strings.Join(hosts, " "),
 		"}",
-		"# END " + markerTool + " " + zone,
-	}
+		"# END "+markerTool+" "+zone,
+	)
 	return strings.Join(lines, eol) + eol
 }
 
@@ -73,8 +78,9 @@ func renderBlock(zone string, hosts []string, eol string) string {
 // serves zone on port 53 (keys such as "global", "global.:53", "dns://GLOBAL:53", or one key of
 // several). It is an error, naming the line, when corefile does not parse (ValidateCorefile,
 // ignoring what is between our markers) or has unbalanced or duplicated markers for zone; the
-// caller then writes nothing. The result is validated before it is returned.
-func SetServerBlock(corefile, zone string, servers []netip.AddrPort) (string, error) {
+// caller then writes nothing. The result is validated before it is returned. directives, such
+// as a bind line, open the block.
+func SetServerBlock(corefile, zone string, servers []netip.AddrPort, directives ...string) (string, error) {
 	z, err := normalizeZone(zone)
 	if err != nil {
 		return "", err
@@ -106,20 +112,20 @@ func SetServerBlock(corefile, zone string, servers []netip.AddrPort) (string, er
 	var out string
 	switch {
 	case found:
-		block := renderBlock(z, hosts, eol)
+		block := renderBlock(z, hosts, eol, directives...)
 		endLine := lines[r.end]
 		if endLine.eol == "" { // the END marker ends the Corefile without a line ending: keep it so
 			block = strings.TrimSuffix(block, eol)
 		}
 		out = corefile[:lines[r.begin].start] + block + corefile[endLine.next:]
 	case corefile == "":
-		out = renderBlock(z, hosts, eol)
+		out = renderBlock(z, hosts, eol, directives...)
 	case strings.HasSuffix(corefile, "\n"):
-		out = corefile + eol + renderBlock(z, hosts, eol)
+		out = corefile + eol + renderBlock(z, hosts, eol, directives...)
 	default:
 		// No line ending after the last line: end it, add the blank line, and leave the block
 		// without one, so that RemoveServerBlock gives back exactly corefile.
-		out = corefile + eol + eol + strings.TrimSuffix(renderBlock(z, hosts, eol), eol)
+		out = corefile + eol + eol + strings.TrimSuffix(renderBlock(z, hosts, eol, directives...), eol)
 	}
 	if err := ValidateCorefile(out); err != nil {
 		return "", fmt.Errorf("the Corefile with the block for %s would not parse (a bug in coredns-istio; nothing written): %w", z, err)
@@ -240,6 +246,34 @@ func ValidateCorefile(corefile string) error {
 		}
 	}
 	return nil
+}
+
+// Bind returns the arguments of the first bind directive in corefile's server blocks, or "":
+// a block added to NodeLocal DNSCache's Corefile must listen where the cache's own blocks do
+// (169.254.20.10 and the kube-dns ClusterIP, as the installer rendered them), not on every
+// address of the node.
+func Bind(corefile string) string {
+	blocks, err := caddyfile.Parse(corefileName, strings.NewReader(withoutFileImports(corefile)), nil)
+	if err != nil {
+		return ""
+	}
+	for _, b := range blocks {
+		toks := b.Tokens["bind"]
+		if len(toks) < 2 {
+			continue
+		}
+		var args []string
+		for _, t := range toks[1:] {
+			if t.Line != toks[0].Line || t.Text == "{" {
+				break
+			}
+			args = append(args, t.Text)
+		}
+		if len(args) > 0 {
+			return strings.Join(args, " ")
+		}
+	}
+	return ""
 }
 
 // HasReload reports whether the Corefile has the reload plugin in at least one server block:

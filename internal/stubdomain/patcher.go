@@ -27,8 +27,11 @@ import (
 type Patcher struct {
 	Client    kubernetes.Interface
 	Namespace string // of the cluster DNS: kube-system
-	Target    Target // KubeDNS, CoreDNS or CoreDNSCustom (not Auto: see Detect)
-	DryRun    bool   // compute the change and its diff, write nothing
+	Target    Target // KubeDNS, CoreDNS, CoreDNSCustom or NodeLocalCache (not Auto: see DetectPath)
+	// ConfigMap is the ConfigMap to edit when it is not the target's usual one: a NodeLocal
+	// DNSCache's own (nodelocaldns), an imported ConfigMap named otherwise than coredns-custom.
+	ConfigMap string
+	DryRun    bool // compute the change and its diff, write nothing
 
 	// Backoff paces the retries after a conflict; the zero value means DefaultBackoff.
 	Backoff wait.Backoff
@@ -96,14 +99,22 @@ func (p *Patcher) Apply(ctx context.Context, zones []string, servers []netip.Add
 			data[StubDomainsKey] = s
 			return nil
 		}
-	case CoreDNS:
+	case CoreDNS, NodeLocalCache:
 		edit = func(data map[string]string) error {
 			c, err := existingCorefile(data)
 			if err != nil {
 				return err
 			}
+			var directives []string
+			if p.Target == NodeLocalCache {
+				bind := Bind(c)
+				if bind == "" {
+					return fmt.Errorf("key %s: no server block binds an address: cannot tell where NodeLocal DNSCache listens", CorefileKey)
+				}
+				directives = []string{"bind " + bind}
+			}
 			for _, z := range zones {
-				if c, err = SetServerBlock(c, z, servers); errors.Is(err, ErrForeignBlock) {
+				if c, err = SetServerBlock(c, z, servers, directives...); errors.Is(err, ErrForeignBlock) {
 					return fmt.Errorf("key %s: %w; refusing to change it: delete that block (or make it forward to %s yourself)",
 						CorefileKey, err, FormatServers(servers))
 				} else if err != nil {
@@ -111,7 +122,9 @@ func (p *Patcher) Apply(ctx context.Context, zones []string, servers []netip.Add
 				}
 			}
 			data[CorefileKey] = c
-			warnings = reloadWarnings(p.Namespace, c)
+			if p.Target == CoreDNS { // node-cache rereads its files itself
+				warnings = reloadWarnings(p.Namespace, c)
+			}
 			return nil
 		}
 	case CoreDNSCustom:
@@ -127,9 +140,9 @@ func (p *Patcher) Apply(ctx context.Context, zones []string, servers []netip.Add
 			return nil
 		}
 	default:
-		return Result{}, fmt.Errorf("target %q: want kube-dns, coredns or coredns-custom", p.Target)
+		return Result{}, fmt.Errorf("target %q: want kube-dns, coredns, coredns-custom or node-local-dns", p.Target)
 	}
-	res, err := p.update(ctx, p.Target.ConfigMap(), p.Target != CoreDNS, edit)
+	res, err := p.update(ctx, p.configMap(), p.Target != CoreDNS && p.Target != NodeLocalCache, edit)
 	res.Warnings = warnings
 	return res, err
 }
@@ -147,7 +160,7 @@ func (p *Patcher) Remove(ctx context.Context, zones []string) (Result, error) {
 		edit = func(data map[string]string) error {
 			return removeZones(data, StubDomainsKey, zones, RemoveStubDomain)
 		}
-	case CoreDNS:
+	case CoreDNS, NodeLocalCache:
 		edit = func(data map[string]string) error {
 			if _, ok := data[CorefileKey]; !ok {
 				return nil // Nothing of ours can be there.
@@ -169,10 +182,18 @@ func (p *Patcher) Remove(ctx context.Context, zones []string) (Result, error) {
 			return removeZones(data, CustomKey, zones, removeCustomBlock)
 		}
 	default:
-		return Result{}, fmt.Errorf("target %q: want kube-dns, coredns or coredns-custom", p.Target)
+		return Result{}, fmt.Errorf("target %q: want kube-dns, coredns, coredns-custom or node-local-dns", p.Target)
 	}
 	// A missing ConfigMap holds nothing of ours: the edit leaves it empty, update writes nothing.
-	return p.update(ctx, p.Target.ConfigMap(), true, edit)
+	return p.update(ctx, p.configMap(), true, edit)
+}
+
+// configMap is the name of the ConfigMap the Patcher edits.
+func (p *Patcher) configMap() string {
+	if p.ConfigMap != "" {
+		return p.ConfigMap
+	}
+	return p.Target.ConfigMap()
 }
 
 // removeCustomBlock removes zone's block from our coredns-custom key, which holds nothing but
@@ -336,10 +357,10 @@ func (r StatusReport) Match() bool {
 // Status reads the target's ConfigMap and tells, per zone, which servers are configured and
 // whether they are the desired ones (as a set; port 53 and no port are the same).
 func (p *Patcher) Status(ctx context.Context, zones []string, servers []netip.AddrPort) (StatusReport, error) {
-	name := p.Target.ConfigMap()
+	name := p.configMap()
 	rep := StatusReport{ConfigMap: p.Namespace + "/" + name}
 	if name == "" {
-		return rep, fmt.Errorf("target %q: want kube-dns, coredns or coredns-custom", p.Target)
+		return rep, fmt.Errorf("target %q: want kube-dns, coredns, coredns-custom or node-local-dns", p.Target)
 	}
 	cm, err := p.Client.CoreV1().ConfigMaps(p.Namespace).Get(ctx, name, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
@@ -348,14 +369,16 @@ func (p *Patcher) Status(ctx context.Context, zones []string, servers []netip.Ad
 		return rep, fmt.Errorf("reading ConfigMap %s: %w", rep.ConfigMap, err)
 	}
 	value, hasValue := cm.Data[p.Target.Key()]
-	if p.Target == CoreDNS {
+	if p.Target == CoreDNS || p.Target == NodeLocalCache {
 		if !hasValue {
 			return rep, fmt.Errorf("ConfigMap %s: no %s key", rep.ConfigMap, CorefileKey)
 		}
 		if err := ValidateCorefile(value); err != nil {
 			return rep, fmt.Errorf("ConfigMap %s: key %s does not parse: %w", rep.ConfigMap, CorefileKey, err)
 		}
-		rep.Warnings = reloadWarnings(p.Namespace, value)
+		if p.Target == CoreDNS {
+			rep.Warnings = reloadWarnings(p.Namespace, value)
+		}
 	}
 	want := make([]string, len(servers))
 	for i, s := range servers {
@@ -367,7 +390,7 @@ func (p *Patcher) Status(ctx context.Context, zones []string, servers []netip.Ad
 		switch p.Target {
 		case KubeDNS:
 			zs.Configured, err = StubDomainServers(value, z)
-		case CoreDNS:
+		case CoreDNS, NodeLocalCache:
 			zs.Configured, err = ServerBlockServers(value, z)
 			if err == nil && len(zs.Configured) == 0 {
 				if _, ferr := SetServerBlock(value, z, servers); errors.Is(ferr, ErrForeignBlock) {

@@ -3,6 +3,7 @@ package stubdomain
 import (
 	"context"
 	"errors"
+	"net/netip"
 	"strings"
 	"testing"
 
@@ -117,5 +118,53 @@ func TestReconciledBy(t *testing.T) {
 		if tc.want == "" && got != "" || tc.want != "" && !strings.Contains(got, tc.want) {
 			t.Errorf("%v %v: %q, want …%s…", tc.cm.Labels, tc.cm.Annotations, got, tc.want)
 		}
+	}
+}
+
+// nodeLocalCorefile is ConfigMap node-local-dns of the NodeLocal DNSCache add-on
+// (cluster/addons/dns/nodelocaldns/nodelocaldns.yaml) as installed in iptables mode: the guide's
+// sed has put in the local address, the cluster domain and the kube-dns ClusterIP; node-cache
+// fills in __PILLAR__CLUSTER__DNS__ and __PILLAR__UPSTREAM__SERVERS__ when it starts.
+var nodeLocalCorefile = mustRead("testdata/node-local-dns.Corefile")
+
+// In NodeLocal DNSCache's own Corefile our block listens where the cache's blocks do (the
+// addresses the installer rendered into it); remove gives the Corefile back byte for byte.
+func TestNodeLocalCacheTarget(t *testing.T) {
+	servers := []netip.AddrPort{netip.MustParseAddrPort("10.96.0.53:53")}
+	kubespray := ".:53 {\n    errors\n    cache 30\n    bind 169.254.25.10\n    forward . /etc/resolv.conf\n}\n"
+	for _, tc := range []struct {
+		name, corefile, bind string
+	}{
+		{"the add-on, as installed", nodeLocalCorefile, "bind 169.254.20.10 10.96.0.10"},
+		{"an installer's rendered Corefile", kubespray, "bind 169.254.25.10"},
+	} {
+		client := fake.NewClientset(configMap("nodelocaldns", map[string]string{"Corefile": tc.corefile}))
+		p := &Patcher{Client: client, Namespace: "kube-system", Target: NodeLocalCache, ConfigMap: "nodelocaldns"}
+		if _, err := p.Apply(context.Background(), []string{"global"}, servers); err != nil {
+			t.Fatalf("%s: apply: %v", tc.name, err)
+		}
+		cm, _ := client.CoreV1().ConfigMaps("kube-system").Get(context.Background(), "nodelocaldns", metav1.GetOptions{})
+		got := cm.Data["Corefile"]
+		if !strings.HasPrefix(got, tc.corefile) || !strings.Contains(got, "global:53 {\n    "+tc.bind+"\n    errors\n") || !strings.Contains(got, "forward . 10.96.0.53") {
+			t.Errorf("%s: applied Corefile:\n%s", tc.name, got)
+		}
+		rep, err := p.Status(context.Background(), []string{"global"}, servers)
+		if err != nil || !rep.Match() {
+			t.Errorf("%s: status %+v, %v; want a match", tc.name, rep, err)
+		}
+		if _, err := p.Remove(context.Background(), []string{"global"}); err != nil {
+			t.Fatalf("%s: remove: %v", tc.name, err)
+		}
+		cm, _ = client.CoreV1().ConfigMaps("kube-system").Get(context.Background(), "nodelocaldns", metav1.GetOptions{})
+		if cm.Data["Corefile"] != tc.corefile {
+			t.Errorf("%s: remove did not give the Corefile back:\n%q\nwant\n%q", tc.name, cm.Data["Corefile"], tc.corefile)
+		}
+	}
+
+	// A Corefile that binds nothing: our block would take every address of the node.
+	client := fake.NewClientset(configMap("nodelocaldns", map[string]string{"Corefile": ".:53 {\n    forward . /etc/resolv.conf\n}\n"}))
+	p := &Patcher{Client: client, Namespace: "kube-system", Target: NodeLocalCache, ConfigMap: "nodelocaldns"}
+	if _, err := p.Apply(context.Background(), []string{"global"}, servers); err == nil || !strings.Contains(err.Error(), "binds") {
+		t.Errorf("no bind: %v", err)
 	}
 }

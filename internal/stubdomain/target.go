@@ -29,10 +29,14 @@ const (
 	// CoreDNSCustom is CoreDNS whose coredns ConfigMap belongs to the addon manager (AKS): our
 	// server blocks go into ConfigMap coredns-custom, whose *.server keys the Corefile imports.
 	CoreDNSCustom Target = "coredns-custom"
+	// NodeLocalCache is NodeLocal DNSCache that does not read kube-dns's stubDomains: our server
+	// block goes into its own Corefile (ConfigMap nodelocaldns or node-local-dns), listening
+	// where its other blocks do.
+	NodeLocalCache Target = "node-local-dns"
 )
 
 // Targets lists the values ParseTarget accepts.
-var Targets = []Target{Auto, KubeDNS, CoreDNS, CoreDNSCustom}
+var Targets = []Target{Auto, KubeDNS, CoreDNS, CoreDNSCustom, NodeLocalCache}
 
 // ParseTarget returns the Target named s.
 func ParseTarget(s string) (Target, error) {
@@ -41,7 +45,7 @@ func ParseTarget(s string) (Target, error) {
 			return t, nil
 		}
 	}
-	return "", fmt.Errorf("unknown target %q (want one of auto, kube-dns, coredns, coredns-custom)", s)
+	return "", fmt.Errorf("unknown target %q (want one of auto, kube-dns, coredns, coredns-custom, node-local-dns)", s)
 }
 
 // Where each target keeps its configuration, in the cluster DNS's namespace.
@@ -64,6 +68,8 @@ func (t Target) ConfigMap() string {
 		return CoreDNSConfigMap
 	case CoreDNSCustom:
 		return CustomConfigMap
+	case NodeLocalCache:
+		return nodeLocalDaemonSets[0]
 	}
 	return ""
 }
@@ -77,6 +83,8 @@ func (t Target) Key() string {
 		return CorefileKey
 	case CoreDNSCustom:
 		return CustomKey
+	case NodeLocalCache:
+		return CorefileKey
 	}
 	return ""
 }
