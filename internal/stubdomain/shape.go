@@ -74,6 +74,46 @@ func DetectNodeLocal(ctx context.Context, client kubernetes.Interface, namespace
 	return nil, "", nil
 }
 
+// Hop is one DNS server on a pod's query path, and the ConfigMap whose edit makes it forward
+// the zones.
+type Hop struct {
+	Role      string // "node-local cache", "cluster DNS", or both when one edit serves both
+	Target    Target
+	ConfigMap string // in the cluster DNS's namespace
+	Why       string
+}
+
+// DetectPath returns the hops a pod's query for the zones passes, first first: NodeLocal
+// DNSCache when it runs, then the cluster DNS (cluster, or detected when it is Auto). Each must
+// forward the zones, or the question leaks to the node's upstream (`global` is a public TLD).
+func DetectPath(ctx context.Context, client kubernetes.Interface, namespace string, cluster Target) ([]Hop, error) {
+	var hops []Hop
+	nl, why, err := DetectNodeLocal(ctx, client, namespace)
+	if err != nil {
+		return nil, err
+	}
+	if nl != nil {
+		h := Hop{Role: "node-local cache", Target: NodeLocalCache, ConfigMap: nl.ConfigMap, Why: why}
+		if nl.KubeDNS {
+			h.Target, h.ConfigMap = KubeDNS, KubeDNSConfigMap
+		}
+		hops = append(hops, h)
+	}
+	c := Hop{Role: "cluster DNS", Target: cluster, ConfigMap: cluster.ConfigMap(), Why: "--target"}
+	if cluster == Auto {
+		if c, err = detectCluster(ctx, client, namespace); err != nil {
+			return nil, err
+		}
+	}
+	if len(hops) == 1 && hops[0].Target == c.Target && hops[0].ConfigMap == c.ConfigMap {
+		// kube-dns behind the cache: both read its stubDomains.
+		hops[0].Role += " and cluster DNS"
+		hops[0].Why += "; " + c.Why
+		return hops, nil
+	}
+	return append(hops, c), nil
+}
+
 // Imported is a ConfigMap whose keys CoreDNS imports into its Corefile as server blocks: AKS's,
 // k3s's, DigitalOcean's and OVH's coredns-custom.
 type Imported struct {

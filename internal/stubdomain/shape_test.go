@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 
@@ -166,5 +167,68 @@ func TestNodeLocalCacheTarget(t *testing.T) {
 	p := &Patcher{Client: client, Namespace: "kube-system", Target: NodeLocalCache, ConfigMap: "nodelocaldns"}
 	if _, err := p.Apply(context.Background(), []string{"global"}, servers); err == nil || !strings.Contains(err.Error(), "binds") {
 		t.Errorf("no bind: %v", err)
+	}
+}
+
+// Every hop of the query path, for the shapes of cluster people run.
+func TestDetectPath(t *testing.T) {
+	kubeadm := configMap("coredns", map[string]string{"Corefile": kubeadmCorefile})
+	aks := configMap("coredns", map[string]string{"Corefile": aksCorefile})
+	aks.Labels = map[string]string{addonManagerLabel: "Reconcile"}
+	k3sCorefile := ".:53 {\n    errors\n    forward . /etc/resolv.conf\n    reload\n}\nimport /etc/coredns/custom/*.server\n"
+	k3s := configMap("coredns", map[string]string{"Corefile": k3sCorefile})
+	k3s.Annotations = map[string]string{"objectset.rio.cattle.io/id": "", "objectset.rio.cattle.io/owner-name": "coredns"}
+	k3sNoImport := configMap("coredns", map[string]string{"Corefile": kubeadmCorefile})
+	k3sNoImport.Labels = map[string]string{"objectset.rio.cattle.io/hash": "0123"}
+	addon := daemonSet("node-local-dns", configMapVolume("kube-dns-config", "kube-dns"),
+		configMapVolume("config-volume", "node-local-dns", corev1.KeyToPath{Key: "Corefile", Path: "Corefile.base"}))
+	older := daemonSet("nodelocaldns", configMapVolume("config-volume", "nodelocaldns"))
+	custom := coreDNSDeployment("/etc/coredns/custom", "coredns-custom")
+
+	type hop struct {
+		target    Target
+		configMap string
+	}
+	for _, tc := range []struct {
+		name string
+		objs []runtime.Object
+		want []hop
+	}{
+		{"kube-dns", []runtime.Object{deployment("kube-dns"), configMap("kube-dns", nil)}, []hop{{KubeDNS, "kube-dns"}}},
+		{"CoreDNS", []runtime.Object{kubeadm, deployment("coredns")}, []hop{{CoreDNS, "coredns"}}},
+		{"CoreDNS behind the node-local-dns add-on", []runtime.Object{kubeadm, deployment("coredns"), addon, configMap("kube-dns", nil)},
+			[]hop{{KubeDNS, "kube-dns"}, {CoreDNS, "coredns"}}},
+		{"the add-on before ConfigMap kube-dns exists", []runtime.Object{kubeadm, deployment("coredns"), addon},
+			[]hop{{KubeDNS, "kube-dns"}, {CoreDNS, "coredns"}}},
+		{"CoreDNS behind an older nodelocaldns", []runtime.Object{kubeadm, deployment("coredns"), older},
+			[]hop{{NodeLocalCache, "nodelocaldns"}, {CoreDNS, "coredns"}}},
+		{"kube-dns behind the add-on: one edit for both", []runtime.Object{deployment("kube-dns"), addon},
+			[]hop{{KubeDNS, "kube-dns"}}},
+		{"AKS", []runtime.Object{aks, custom}, []hop{{CoreDNSCustom, "coredns-custom"}}},
+		{"k3s", []runtime.Object{k3s, custom}, []hop{{CoreDNSCustom, "coredns-custom"}}},
+		{"k3s behind the add-on", []runtime.Object{k3s, custom, addon}, []hop{{KubeDNS, "kube-dns"}, {CoreDNSCustom, "coredns-custom"}}},
+	} {
+		hops, err := DetectPath(context.Background(), fake.NewClientset(tc.objs...), "kube-system", Auto)
+		var got []hop
+		for _, h := range hops {
+			got = append(got, hop{h.Target, h.ConfigMap})
+			if h.Why == "" || h.Role == "" {
+				t.Errorf("%s: hop %+v says neither what nor why", tc.name, h)
+			}
+		}
+		if err != nil || !slices.Equal(got, tc.want) {
+			t.Errorf("%s: %+v, %v; want %v", tc.name, hops, err, tc.want)
+		}
+	}
+
+	// A k3s-managed Corefile that imports nothing: refused, naming the way out.
+	_, err := DetectPath(context.Background(), fake.NewClientset(k3sNoImport, deployment("coredns")), "kube-system", Auto)
+	if !errors.Is(err, ErrReconciled) || !strings.Contains(err.Error(), "k3s") || !strings.Contains(err.Error(), "import /etc/coredns/custom/*.server") {
+		t.Errorf("reconciled, no import: %v", err)
+	}
+	// --target names the cluster DNS; the cache in front of it is still found.
+	hops, err := DetectPath(context.Background(), fake.NewClientset(addon), "kube-system", CoreDNS)
+	if err != nil || len(hops) != 2 || hops[1].Target != CoreDNS || hops[1].Why != "--target" {
+		t.Errorf("--target coredns behind the add-on: %+v, %v", hops, err)
 	}
 }

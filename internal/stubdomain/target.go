@@ -96,15 +96,30 @@ const addonManagerLabel = "addonmanager.kubernetes.io/mode"
 // ErrUnknownDNS is Detect's error when namespace holds neither CoreDNS nor kube-dns.
 var ErrUnknownDNS = errors.New("cannot tell which cluster DNS runs; use --target")
 
-// Detect tells which cluster DNS runs in namespace, and why it thinks so:
-//   - CoreDNS, when ConfigMap coredns has a Corefile key or Deployment coredns exists; then
-//     CoreDNSCustom instead when that ConfigMap is reconciled by the addon manager (label
-//     addonmanager.kubernetes.io/mode=Reconcile, as on AKS) or a coredns-custom ConfigMap exists;
+// Detect tells which cluster DNS runs in namespace, and why it thinks so; see detectCluster.
+func Detect(ctx context.Context, client kubernetes.Interface, namespace string) (Target, string, error) {
+	h, err := detectCluster(ctx, client, namespace)
+	return h.Target, h.Why, err
+}
+
+// ErrReconciled is detectCluster's error for a CoreDNS ConfigMap that a controller re-applies
+// and whose Corefile imports no ConfigMap of server blocks: there is nowhere an edit would last.
+var ErrReconciled = errors.New("the CoreDNS ConfigMap is reconciled and imports no server blocks")
+
+// detectCluster tells which cluster DNS runs in namespace, where its configuration for our
+// zones goes, and why it thinks so:
+//   - CoreDNS, when ConfigMap coredns has a Corefile key or Deployment coredns exists. When the
+//     Corefile imports DIR/*.server at the top level and the CoreDNS Deployment mounts a
+//     ConfigMap at DIR (AKS, k3s, DigitalOcean, OVH: coredns-custom), our blocks go into that
+//     ConfigMap (CoreDNSCustom); when the Deployment cannot be read, a Corefile that imports
+//     custom/*.server beside an existing coredns-custom is taken for that. Otherwise the
+//     Corefile itself (CoreDNS), unless a controller reconciles the ConfigMap (ErrReconciled);
 //   - else KubeDNS, when Deployment or ConfigMap kube-dns exists;
 //   - else ErrUnknownDNS.
 //
 // Not being allowed to read Deployments counts as their absence; other errors are returned.
-func Detect(ctx context.Context, client kubernetes.Interface, namespace string) (Target, string, error) {
+func detectCluster(ctx context.Context, client kubernetes.Interface, namespace string) (Hop, error) {
+	hop := func(t Target, cm, why string) Hop { return Hop{Role: "cluster DNS", Target: t, ConfigMap: cm, Why: why} }
 	cms := client.CoreV1().ConfigMaps(namespace)
 	deployments := client.AppsV1().Deployments(namespace)
 	exists := func(err error, name string) (bool, error) {
@@ -121,49 +136,73 @@ func Detect(ctx context.Context, client kubernetes.Interface, namespace string) 
 	cm, err := cms.Get(ctx, CoreDNSConfigMap, metav1.GetOptions{})
 	found, err := exists(err, CoreDNSConfigMap)
 	if err != nil {
-		return "", "", err
+		return Hop{}, err
 	}
+	corefile, hasCorefile := "", false
 	if found {
-		if _, ok := cm.Data[CorefileKey]; ok {
+		if corefile, hasCorefile = cm.Data[CorefileKey]; hasCorefile {
 			coreDNS = fmt.Sprintf("ConfigMap %s/%s has a %s", namespace, CoreDNSConfigMap, CorefileKey)
 		}
 	}
-	if coreDNS == "" {
-		_, err := deployments.Get(ctx, CoreDNSConfigMap, metav1.GetOptions{})
-		if ok, err := deploymentExists(err, namespace, CoreDNSConfigMap); err != nil {
-			return "", "", err
-		} else if ok {
-			coreDNS = fmt.Sprintf("Deployment %s/%s exists", namespace, CoreDNSConfigMap)
-		}
+	d, err := deployments.Get(ctx, CoreDNSConfigMap, metav1.GetOptions{})
+	haveDeployment, err := deploymentExists(err, namespace, CoreDNSConfigMap)
+	if err != nil {
+		return Hop{}, err
+	}
+	if coreDNS == "" && haveDeployment {
+		coreDNS = fmt.Sprintf("Deployment %s/%s exists", namespace, CoreDNSConfigMap)
 	}
 	if coreDNS != "" {
-		if found && cm.Labels[addonManagerLabel] == "Reconcile" {
-			return CoreDNSCustom, fmt.Sprintf("%s, reconciled by the addon manager (%s=Reconcile, as on AKS): edits to it would be reverted, so the server blocks go to ConfigMap %s",
-				coreDNS, addonManagerLabel, CustomConfigMap), nil
+		if haveDeployment {
+			if imp := ImportedConfigMap(corefile, d); imp != nil {
+				return hop(CoreDNSCustom, imp.ConfigMap, fmt.Sprintf("%s, which imports %s from ConfigMap %s/%s (mounted by Deployment %s/%s): our blocks go there",
+					coreDNS, imp.Pattern, namespace, imp.ConfigMap, namespace, CoreDNSConfigMap)), nil
+			}
+		} else if importsCustom(corefile) {
+			_, err := cms.Get(ctx, CustomConfigMap, metav1.GetOptions{})
+			if ok, err := exists(err, CustomConfigMap); err != nil {
+				return Hop{}, err
+			} else if ok {
+				return hop(CoreDNSCustom, CustomConfigMap, fmt.Sprintf("%s, which imports custom/*.server, and ConfigMap %s/%s exists (as on AKS and k3s)",
+					coreDNS, namespace, CustomConfigMap)), nil
+			}
 		}
-		_, err := cms.Get(ctx, CustomConfigMap, metav1.GetOptions{})
-		if ok, err := exists(err, CustomConfigMap); err != nil {
-			return "", "", err
-		} else if ok {
-			return CoreDNSCustom, fmt.Sprintf("%s and ConfigMap %s/%s exists (its *.server keys are imported, as on AKS)",
-				coreDNS, namespace, CustomConfigMap), nil
+		if found {
+			if by := reconciledBy(cm); by != "" {
+				return Hop{}, fmt.Errorf("%w: ConfigMap %s/%s is re-applied by %s, so an edit would be lost, and its Corefile imports no ConfigMap of *.server blocks. "+
+					"Have the tool that manages CoreDNS add one (an `import /etc/coredns/custom/*.server` line and a ConfigMap volume mounted there, as k3s and AKS ship), "+
+					"or pass --target explicitly if you know the edit will stay", ErrReconciled, namespace, CoreDNSConfigMap, by)
+			}
 		}
-		return CoreDNS, coreDNS, nil
+		return hop(CoreDNS, CoreDNSConfigMap, coreDNS), nil
 	}
 
 	_, err = deployments.Get(ctx, KubeDNSConfigMap, metav1.GetOptions{})
 	if ok, err := deploymentExists(err, namespace, KubeDNSConfigMap); err != nil {
-		return "", "", err
+		return Hop{}, err
 	} else if ok {
-		return KubeDNS, fmt.Sprintf("no CoreDNS, and Deployment %s/%s exists", namespace, KubeDNSConfigMap), nil
+		return hop(KubeDNS, KubeDNSConfigMap, fmt.Sprintf("no CoreDNS, and Deployment %s/%s exists", namespace, KubeDNSConfigMap)), nil
 	}
 	_, err = cms.Get(ctx, KubeDNSConfigMap, metav1.GetOptions{})
 	if ok, err := exists(err, KubeDNSConfigMap); err != nil {
-		return "", "", err
+		return Hop{}, err
 	} else if ok {
-		return KubeDNS, fmt.Sprintf("no CoreDNS, and ConfigMap %s/%s exists", namespace, KubeDNSConfigMap), nil
+		return hop(KubeDNS, KubeDNSConfigMap, fmt.Sprintf("no CoreDNS, and ConfigMap %s/%s exists", namespace, KubeDNSConfigMap)), nil
 	}
-	return "", "", fmt.Errorf("%w (no ConfigMap or Deployment coredns or kube-dns in namespace %s)", ErrUnknownDNS, namespace)
+	return Hop{}, fmt.Errorf("%w (no ConfigMap or Deployment coredns or kube-dns in namespace %s)", ErrUnknownDNS, namespace)
+}
+
+// importsCustom reports whether a Corefile imports the conventional custom/*.server directory
+// (relative, as AKS writes it, or absolute, as k3s does).
+func importsCustom(corefile string) bool {
+	for _, line := range strings.Split(corefile, "\n") {
+		f := strings.Fields(line)
+		if len(f) == 2 && f[0] == "import" && len(line) > 0 && line[0] != ' ' && line[0] != '\t' &&
+			(f[1] == "custom/*.server" || f[1] == "/etc/coredns/custom/*.server") {
+			return true
+		}
+	}
+	return false
 }
 
 func deploymentExists(err error, namespace, name string) (bool, error) {

@@ -127,7 +127,7 @@ func deployment(name string) *appsv1.Deployment {
 }
 
 func TestDetect(t *testing.T) {
-	aks := configMap("coredns", map[string]string{"Corefile": ".:53 {\n}\n"})
+	aks := configMap("coredns", map[string]string{"Corefile": aksCorefile})
 	aks.Labels = map[string]string{"addonmanager.kubernetes.io/mode": "Reconcile"}
 	for _, tc := range []struct {
 		name    string
@@ -137,8 +137,9 @@ func TestDetect(t *testing.T) {
 	}{
 		{"kubeadm", []runtime.Object{configMap("coredns", map[string]string{"Corefile": ".:53 {\n}\n"}), deployment("coredns")}, CoreDNS, "has a Corefile"},
 		{"CoreDNS Deployment only", []runtime.Object{deployment("coredns")}, CoreDNS, "Deployment kube-system/coredns exists"},
-		{"AKS", []runtime.Object{aks, configMap("coredns-custom", nil), deployment("coredns")}, CoreDNSCustom, "addon manager"},
-		{"coredns-custom exists", []runtime.Object{configMap("coredns", map[string]string{"Corefile": ""}), configMap("coredns-custom", nil)}, CoreDNSCustom, "coredns-custom exists"},
+		{"AKS", []runtime.Object{aks, configMap("coredns-custom", nil), coreDNSDeployment("/etc/coredns/custom", "coredns-custom")}, CoreDNSCustom, "imports *.server from ConfigMap kube-system/coredns-custom"},
+		{"AKS, its Deployment not readable", []runtime.Object{aks, configMap("coredns-custom", nil)}, CoreDNSCustom, "imports custom/*.server, and ConfigMap kube-system/coredns-custom exists"},
+		{"a coredns-custom that nothing imports", []runtime.Object{configMap("coredns", map[string]string{"Corefile": ""}), configMap("coredns-custom", nil)}, CoreDNS, "has a Corefile"},
 		{"CoreDNS beside an old kube-dns ConfigMap", []runtime.Object{configMap("coredns", map[string]string{"Corefile": ""}), configMap("kube-dns", nil)}, CoreDNS, "Corefile"},
 		{"coredns ConfigMap without Corefile", []runtime.Object{configMap("coredns", nil), deployment("kube-dns")}, KubeDNS, "Deployment kube-system/kube-dns"},
 		{"GKE kube-dns", []runtime.Object{deployment("kube-dns"), configMap("kube-dns", nil)}, KubeDNS, "Deployment kube-system/kube-dns"},
