@@ -119,7 +119,9 @@ var ErrReconciled = errors.New("the CoreDNS ConfigMap is reconciled and imports 
 //
 // Not being allowed to read Deployments counts as their absence; other errors are returned.
 func detectCluster(ctx context.Context, client kubernetes.Interface, namespace string) (Hop, error) {
-	hop := func(t Target, cm, why string) Hop { return Hop{Role: "cluster DNS", Target: t, ConfigMap: cm, Why: why} }
+	hop := func(t Target, cm, why string) Hop {
+		return Hop{Role: "cluster DNS", Target: t, ConfigMap: cm, Why: why}
+	}
 	cms := client.CoreV1().ConfigMaps(namespace)
 	deployments := client.AppsV1().Deployments(namespace)
 	exists := func(err error, name string) (bool, error) {
