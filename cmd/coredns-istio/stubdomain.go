@@ -25,26 +25,35 @@ import (
 
 const stubdomainUsage = `Usage: coredns-istio stubdomain COMMAND [flags]
 
-Makes the cluster DNS (kube-dns, CoreDNS, or AKS's coredns-custom) forward the zones
-(default: global) to coredns-istio, keeping everything else in its ConfigMap as it is.
+Makes every hop of a pod's query path (NodeLocal DNSCache, then the cluster DNS: kube-dns,
+CoreDNS, or the coredns-custom ConfigMap that CoreDNS imports) forward the zones (default:
+global) to coredns-istio, keeping everything else in their ConfigMaps as it is.
 
 Commands:
-  apply    forward the zones to the servers; writes nothing when that is already so
+  apply    forward the zones to the servers on every hop; writes nothing where that is so
   remove   take out exactly what apply adds
-  status   show, per zone, what the cluster DNS forwards it to and whether that is the
-           desired servers; exit status 0 when all match, 1 when not, 2 on error
+  status   show, per hop and zone, what it forwards the zone to and whether that is the
+           desired servers, naming a leak; exit status 0 when all match, 1 when not, 2 on error
   watch    apply, then again whenever the Service's cluster IPs change or someone edits the
-           ConfigMap; runs until SIGTERM/SIGINT, with leader election when replicated
+           ConfigMap; runs until SIGTERM/SIGINT, with leader election when replicated (it keeps
+           the cluster DNS's ConfigMap only, not yet NodeLocal DNSCache's)
 
-Targets (--target, in --dns-namespace):
+Targets (--target names the cluster DNS, in --dns-namespace):
   kube-dns        ConfigMap kube-dns, key stubDomains: {"global": ["IP", ...]} (created if missing)
   coredns         ConfigMap coredns, key Corefile: a marked "global:53 { forward . IP... }" block
                   (never another block: a block someone else wrote for the zone is refused)
-  coredns-custom  ConfigMap coredns-custom, key coredns-istio.server (AKS imports *.server keys)
-  auto            coredns if ConfigMap coredns has a Corefile (or Deployment coredns exists),
-                  but coredns-custom when that ConfigMap is reconciled by the addon manager
-                  (AKS) or a coredns-custom ConfigMap exists; else kube-dns if its Deployment or
-                  ConfigMap exists
+  coredns-custom  the ConfigMap CoreDNS imports DIR/*.server from (AKS, k3s), key
+                  coredns-istio.server
+  node-local-dns  NodeLocal DNSCache's own Corefile (kubespray's nodelocaldns): a marked block
+                  bound where the cache listens
+  auto            coredns-custom when the Corefile imports DIR/*.server and the CoreDNS
+                  Deployment mounts a ConfigMap there (a Corefile importing custom/*.server
+                  when the Deployment cannot be read); coredns if ConfigMap coredns has a
+                  Corefile or Deployment coredns exists, refused when a controller re-applies
+                  that ConfigMap (addon manager, k3s) and it imports nothing; else kube-dns if
+                  its Deployment or ConfigMap exists
+  In front of any of them NodeLocal DNSCache (DaemonSet node-local-dns or nodelocaldns) is a
+  hop of its own: kube-dns's stubDomains where it mounts that ConfigMap, else node-local-dns.
 
 Servers: every cluster IP of --service (both families of a dual-stack Service) on its UDP port
 named dns (else its UDP port 53), or the addresses given with --ip.
@@ -153,7 +162,7 @@ func parseStubdomainFlags(command string, args []string, stdout, stderr io.Write
 	fs.SetOutput(io.Discard) // Errors are reported once, by the caller.
 	fs.StringVar(&opts.kubeconfig, "kubeconfig", "", "kubeconfig `PATH`; default: the in-cluster config, then $KUBECONFIG, then ~/.kube/config")
 	fs.StringVar(&opts.kubeContext, "context", "", "kubeconfig `CONTEXT` to use; default: its current context")
-	target := fs.String("target", string(stubdomain.Auto), "`TARGET`: auto, kube-dns, coredns or coredns-custom (see coredns-istio stubdomain -h)")
+	target := fs.String("target", string(stubdomain.Auto), "`TARGET`: the cluster DNS: auto, kube-dns, coredns, coredns-custom or node-local-dns (see coredns-istio stubdomain -h)")
 	fs.StringVar(&opts.dnsNamespace, "dns-namespace", "kube-system", "`NAMESPACE` of the cluster DNS and its ConfigMaps")
 	zones := fs.String("zones", "global", "comma-separated `ZONES` to forward")
 	var ips string
@@ -230,7 +239,7 @@ func parseStubdomainFlags(command string, args []string, stdout, stderr io.Write
 var commandHelp = map[string]string{
 	"apply":  "Forwards the zones to the servers in the cluster DNS's ConfigMap (get, modify, update\nwith its resourceVersion, retried on conflict); writes nothing when that is already so.\n",
 	"remove": "Takes out exactly what apply adds: the zones' stubDomains entries, our Corefile blocks,\nour coredns-custom key (and a ConfigMap that apply created, once empty).\n",
-	"status": "Shows, per zone, what the cluster DNS forwards it to and whether that is the desired\nservers. Exit status 0 when all match, 1 when not, 2 on error.\n",
+	"status": "Shows, per hop (NodeLocal DNSCache, the cluster DNS) and zone, what it forwards the zone\nto and whether that is the desired servers. Exit status 0 when all match, 1 when not, 2 on error.\n",
 	"watch":  "Applies, then again whenever the Service's cluster IPs change or someone edits the\nConfigMap (informers; bursts are debounced). Stops on SIGTERM or SIGINT.\n",
 }
 
@@ -250,7 +259,7 @@ func runStubdomain(opts *stubdomainOptions, stdout, stderr io.Writer) (int, erro
 
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	p, err := newPatcher(ctx, client, opts, stdout)
+	hops, err := detectPath(ctx, client, opts, stdout)
 	if err != nil {
 		return 0, err
 	}
@@ -263,44 +272,57 @@ func runStubdomain(opts *stubdomainOptions, stdout, stderr io.Writer) (int, erro
 
 	switch opts.command {
 	case "apply", "remove":
-		var res stubdomain.Result
-		if opts.command == "apply" {
-			res, err = p.Apply(ctx, opts.zones, servers)
-		} else {
-			res, err = p.Remove(ctx, opts.zones)
+		for _, h := range hops {
+			p := patcherFor(client, opts, h)
+			var res stubdomain.Result
+			if opts.command == "apply" {
+				res, err = p.Apply(ctx, opts.zones, servers)
+			} else {
+				res, err = p.Remove(ctx, opts.zones)
+			}
+			for _, w := range res.Warnings {
+				fmt.Fprintf(stderr, "warning: %s\n", w)
+			}
+			if err != nil {
+				return 0, fmt.Errorf("%s: %w", h.Role, err)
+			}
+			reportResult(stdout, opts, res, servers)
 		}
-		for _, w := range res.Warnings {
-			fmt.Fprintf(stderr, "warning: %s\n", w)
+		if opts.command == "apply" && !opts.dryRun {
+			for _, h := range hops {
+				fmt.Fprintf(stdout, "%s: takes effect %s\n", h.Role, takesEffect(h))
+			}
 		}
-		if err != nil {
-			return 0, err
-		}
-		reportResult(stdout, opts, res, servers)
 		return exitOK, nil
 
 	case "status":
-		rep, err := p.Status(ctx, opts.zones, servers)
-		if err != nil {
-			return 0, err
-		}
-		for _, w := range rep.Warnings {
-			fmt.Fprintf(stderr, "warning: %s\n", w)
-		}
-		where := fmt.Sprintf("ConfigMap %s, key %s", rep.ConfigMap, p.Target.Key())
-		for _, z := range rep.Zones {
-			want := strings.Join(z.Want, ",")
-			switch {
-			case z.Match:
-				fmt.Fprintf(stdout, "%s: forwards to %s (%s): matches\n", z.Zone, strings.Join(z.Configured, ","), where)
-			case z.Configured == nil && z.Note != "":
-				fmt.Fprintf(stdout, "%s: not configured by coredns-istio: %s (%s); want %s\n", z.Zone, z.Note, where, want)
-			case z.Configured == nil:
-				fmt.Fprintf(stdout, "%s: not configured (%s); want %s\n", z.Zone, where, want)
-			default:
-				fmt.Fprintf(stdout, "%s: forwards to %s (%s); want %s: differs\n", z.Zone, strings.Join(z.Configured, ","), where, want)
+		match := true
+		for _, h := range hops {
+			p := patcherFor(client, opts, h)
+			rep, err := p.Status(ctx, opts.zones, servers)
+			if err != nil {
+				return 0, fmt.Errorf("%s: %w", h.Role, err)
 			}
+			for _, w := range rep.Warnings {
+				fmt.Fprintf(stderr, "warning: %s\n", w)
+			}
+			where := fmt.Sprintf("ConfigMap %s, key %s", rep.ConfigMap, h.Target.Key())
+			for _, z := range rep.Zones {
+				want := strings.Join(z.Want, ",")
+				switch {
+				case z.Match:
+					fmt.Fprintf(stdout, "%s: %s: forwards to %s (%s): matches\n", h.Role, z.Zone, strings.Join(z.Configured, ","), where)
+				case z.Configured == nil && z.Note != "":
+					fmt.Fprintf(stdout, "%s: %s: not configured by coredns-istio: %s (%s); want %s\n", h.Role, z.Zone, z.Note, where, want)
+				case z.Configured == nil:
+					fmt.Fprintf(stdout, "%s: %s: not configured (%s); want %s: %s\n", h.Role, z.Zone, where, want, leak(h))
+				default:
+					fmt.Fprintf(stdout, "%s: %s: forwards to %s (%s); want %s: differs\n", h.Role, z.Zone, strings.Join(z.Configured, ","), where, want)
+				}
+			}
+			match = match && rep.Match()
 		}
-		if !rep.Match() {
+		if !match {
 			return exitFail, nil
 		}
 		return exitOK, nil
@@ -308,17 +330,56 @@ func runStubdomain(opts *stubdomainOptions, stdout, stderr io.Writer) (int, erro
 	return 0, fmt.Errorf("unknown command %q", opts.command)
 }
 
-// newPatcher resolves --target (detecting it for auto) and says which it is and why.
-func newPatcher(ctx context.Context, client kubernetes.Interface, opts *stubdomainOptions, stdout io.Writer) (*stubdomain.Patcher, error) {
-	target, why := opts.target, "--target"
-	if target == stubdomain.Auto {
-		var err error
-		if target, why, err = stubdomain.Detect(ctx, client, opts.dnsNamespace); err != nil {
-			return nil, err
-		}
+// detectPath resolves --target (detecting the cluster DNS for auto) and the hops in front of
+// it, and says which they are and why.
+func detectPath(ctx context.Context, client kubernetes.Interface, opts *stubdomainOptions, stdout io.Writer) ([]stubdomain.Hop, error) {
+	hops, err := stubdomain.DetectPath(ctx, client, opts.dnsNamespace, opts.target)
+	if err != nil {
+		return nil, err
 	}
-	fmt.Fprintf(stdout, "target: %s (%s)\n", target, why)
-	return &stubdomain.Patcher{Client: client, Namespace: opts.dnsNamespace, Target: target, DryRun: opts.dryRun}, nil
+	for _, h := range hops {
+		fmt.Fprintf(stdout, "%s: target: %s (%s); ConfigMap %s/%s\n", h.Role, h.Target, h.Why, opts.dnsNamespace, h.ConfigMap)
+	}
+	return hops, nil
+}
+
+func patcherFor(client kubernetes.Interface, opts *stubdomainOptions, h stubdomain.Hop) *stubdomain.Patcher {
+	return &stubdomain.Patcher{Client: client, Namespace: opts.dnsNamespace, Target: h.Target, ConfigMap: h.ConfigMap, DryRun: opts.dryRun}
+}
+
+// leak says where a hop sends the zone when it does not forward it to us.
+func leak(h stubdomain.Hop) string {
+	if strings.HasPrefix(h.Role, "node-local cache") {
+		return "the cache sends it to the node's upstream resolvers, outside the cluster (a leak: global is a public TLD)"
+	}
+	return "the cluster DNS sends it to its upstream resolvers (a leak: global is a public TLD)"
+}
+
+// takesEffect says how long an edit of a hop's ConfigMap takes to be served.
+func takesEffect(h stubdomain.Hop) string {
+	const volume = "once the kubelet has synced the ConfigMap volume (up to about a minute)"
+	switch {
+	case strings.HasPrefix(h.Role, "node-local cache"):
+		return volume + ", node-cache has reread it (every 10 s) and its reload plugin has loaded it (30 s ± 7.5 s)"
+	case h.Target == stubdomain.KubeDNS:
+		return volume + " and kube-dns's dnsmasq-nanny has restarted dnsmasq"
+	}
+	return volume + " and CoreDNS's reload plugin has loaded it (30 s ± 7.5 s)"
+}
+
+// newPatcher resolves --target (detecting it for auto) and says which it is and why: the
+// cluster DNS, the one ConfigMap watch keeps up to date.
+func newPatcher(ctx context.Context, client kubernetes.Interface, opts *stubdomainOptions, stdout io.Writer) (*stubdomain.Patcher, error) {
+	hops, err := stubdomain.DetectPath(ctx, client, opts.dnsNamespace, opts.target)
+	if err != nil {
+		return nil, err
+	}
+	h := hops[len(hops)-1]
+	fmt.Fprintf(stdout, "target: %s (%s)\n", h.Target, h.Why)
+	if len(hops) > 1 {
+		fmt.Fprintf(stdout, "warning: %s (%s) is not kept up to date by watch yet: run `coredns-istio stubdomain apply` for it\n", hops[0].Role, hops[0].Why)
+	}
+	return patcherFor(client, opts, h), nil
 }
 
 // desiredServers returns --ip, or the cluster IPs of --service.

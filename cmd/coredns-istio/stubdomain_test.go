@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -116,5 +117,54 @@ func TestStubdomainCommands(t *testing.T) {
 	code, _, errOut = runWith(t, fake.NewClientset(), "apply", "--ip", "10.0.0.53")
 	if code != 1 || !strings.Contains(errOut, "cannot tell which cluster DNS runs; use --target") {
 		t.Errorf("apply without a cluster DNS: exit %d\n%s", code, errOut)
+	}
+}
+
+// Behind NodeLocal DNSCache (the add-on, mounting kube-dns) status names the cache's leak, apply
+// configures both hops (kube-dns's stubDomains, created, for the cache; CoreDNS's Corefile) and
+// remove takes both back.
+func TestStubdomainNodeLocal(t *testing.T) {
+	svc := &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "istio-system", Name: "istiocoredns"},
+		Spec:       corev1.ServiceSpec{ClusterIP: "10.0.0.53", Ports: []corev1.ServicePort{{Name: "dns", Port: 53, Protocol: corev1.ProtocolUDP}}},
+	}
+	corefile := ".:53 {\n    errors\n    forward . /etc/resolv.conf\n    reload\n}\n"
+	coredns := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "kube-system", Name: "coredns"}, Data: map[string]string{"Corefile": corefile}}
+	cache := &appsv1.DaemonSet{ObjectMeta: metav1.ObjectMeta{Namespace: "kube-system", Name: "node-local-dns"},
+		Spec: appsv1.DaemonSetSpec{Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{Volumes: []corev1.Volume{
+			{Name: "kube-dns-config", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: "kube-dns"}}}},
+			{Name: "config-volume", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: "node-local-dns"}}}},
+		}}}}}
+	client := fake.NewClientset(svc, coredns, cache)
+	get := func(name string) *corev1.ConfigMap {
+		cm, err := client.CoreV1().ConfigMaps("kube-system").Get(context.Background(), name, metav1.GetOptions{})
+		if err != nil {
+			return nil
+		}
+		return cm
+	}
+
+	code, out, errOut := runWith(t, client, "status")
+	if code != 1 || !strings.Contains(out, "node-local cache: global: not configured") || !strings.Contains(out, "node's upstream resolvers") {
+		t.Errorf("status before apply: exit %d\n%s%s", code, out, errOut)
+	}
+	code, out, errOut = runWith(t, client, "apply")
+	if code != 0 || !strings.Contains(out, "node-local cache: takes effect") {
+		t.Errorf("apply: exit %d\n%s%s", code, out, errOut)
+	}
+	if kd := get("kube-dns"); kd == nil || strings.Join(strings.Fields(kd.Data["stubDomains"]), "") != `{"global":["10.0.0.53"]}` {
+		t.Errorf("kube-dns after apply: %v", kd)
+	}
+	if c := get("coredns").Data["Corefile"]; !strings.Contains(c, "forward . 10.0.0.53") {
+		t.Errorf("Corefile after apply:\n%s", c)
+	}
+	if code, out, errOut = runWith(t, client, "status"); code != 0 {
+		t.Errorf("status after apply: exit %d\n%s%s", code, out, errOut)
+	}
+	if code, out, errOut = runWith(t, client, "remove"); code != 0 {
+		t.Errorf("remove: exit %d\n%s%s", code, out, errOut)
+	}
+	if get("kube-dns") != nil || get("coredns").Data["Corefile"] != corefile {
+		t.Errorf("after remove: kube-dns %v, Corefile %q", get("kube-dns"), get("coredns").Data["Corefile"])
 	}
 }

@@ -112,8 +112,9 @@ var ErrReconciled = errors.New("the CoreDNS ConfigMap is reconciled and imports 
 //     Corefile imports DIR/*.server at the top level and the CoreDNS Deployment mounts a
 //     ConfigMap at DIR (AKS, k3s, DigitalOcean, OVH: coredns-custom), our blocks go into that
 //     ConfigMap (CoreDNSCustom); when the Deployment cannot be read, a Corefile that imports
-//     custom/*.server beside an existing coredns-custom is taken for that. Otherwise the
-//     Corefile itself (CoreDNS), unless a controller reconciles the ConfigMap (ErrReconciled);
+//     custom/*.server is taken to import coredns-custom, as those distributions name it.
+//     Otherwise the Corefile itself (CoreDNS), unless a controller reconciles the ConfigMap
+//     (ErrReconciled);
 //   - else KubeDNS, when Deployment or ConfigMap kube-dns exists;
 //   - else ErrUnknownDNS.
 //
@@ -155,19 +156,21 @@ func detectCluster(ctx context.Context, client kubernetes.Interface, namespace s
 		coreDNS = fmt.Sprintf("Deployment %s/%s exists", namespace, CoreDNSConfigMap)
 	}
 	if coreDNS != "" {
+		reconciled := ""
+		if found {
+			if by := reconciledBy(cm); by != "" {
+				reconciled = fmt.Sprintf("; the ConfigMap is re-applied by %s, so only the imported one is edited", by)
+			}
+		}
 		if haveDeployment {
 			if imp := ImportedConfigMap(corefile, d); imp != nil {
-				return hop(CoreDNSCustom, imp.ConfigMap, fmt.Sprintf("%s, which imports %s from ConfigMap %s/%s (mounted by Deployment %s/%s): our blocks go there",
-					coreDNS, imp.Pattern, namespace, imp.ConfigMap, namespace, CoreDNSConfigMap)), nil
+				return hop(CoreDNSCustom, imp.ConfigMap, fmt.Sprintf("%s, which imports %s from ConfigMap %s/%s (mounted by Deployment %s/%s)%s",
+					coreDNS, imp.Pattern, namespace, imp.ConfigMap, namespace, CoreDNSConfigMap, reconciled)), nil
 			}
 		} else if importsCustom(corefile) {
-			_, err := cms.Get(ctx, CustomConfigMap, metav1.GetOptions{})
-			if ok, err := exists(err, CustomConfigMap); err != nil {
-				return Hop{}, err
-			} else if ok {
-				return hop(CoreDNSCustom, CustomConfigMap, fmt.Sprintf("%s, which imports custom/*.server, and ConfigMap %s/%s exists (as on AKS and k3s)",
-					coreDNS, namespace, CustomConfigMap)), nil
-			}
+			// The mounts cannot be seen: the directory is coredns-custom's by convention.
+			return hop(CoreDNSCustom, CustomConfigMap, fmt.Sprintf("%s, which imports custom/*.server: ConfigMap %s/%s, as on AKS and k3s%s",
+				coreDNS, namespace, CustomConfigMap, reconciled)), nil
 		}
 		if found {
 			if by := reconciledBy(cm); by != "" {

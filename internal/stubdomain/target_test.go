@@ -138,7 +138,7 @@ func TestDetect(t *testing.T) {
 		{"kubeadm", []runtime.Object{configMap("coredns", map[string]string{"Corefile": ".:53 {\n}\n"}), deployment("coredns")}, CoreDNS, "has a Corefile"},
 		{"CoreDNS Deployment only", []runtime.Object{deployment("coredns")}, CoreDNS, "Deployment kube-system/coredns exists"},
 		{"AKS", []runtime.Object{aks, configMap("coredns-custom", nil), coreDNSDeployment("/etc/coredns/custom", "coredns-custom")}, CoreDNSCustom, "imports *.server from ConfigMap kube-system/coredns-custom"},
-		{"AKS, its Deployment not readable", []runtime.Object{aks, configMap("coredns-custom", nil)}, CoreDNSCustom, "imports custom/*.server, and ConfigMap kube-system/coredns-custom exists"},
+		{"AKS, its Deployment not readable", []runtime.Object{aks}, CoreDNSCustom, "imports custom/*.server: ConfigMap kube-system/coredns-custom, as on AKS and k3s; the ConfigMap is re-applied by the addon manager"},
 		{"a coredns-custom that nothing imports", []runtime.Object{configMap("coredns", map[string]string{"Corefile": ""}), configMap("coredns-custom", nil)}, CoreDNS, "has a Corefile"},
 		{"CoreDNS beside an old kube-dns ConfigMap", []runtime.Object{configMap("coredns", map[string]string{"Corefile": ""}), configMap("kube-dns", nil)}, CoreDNS, "Corefile"},
 		{"coredns ConfigMap without Corefile", []runtime.Object{configMap("coredns", nil), deployment("kube-dns")}, KubeDNS, "Deployment kube-system/kube-dns"},
