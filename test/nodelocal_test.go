@@ -133,7 +133,7 @@ func TestStubdomainNodeLocalDNSCache(t *testing.T) {
 				ObjectMeta: metav1.ObjectMeta{Labels: labels},
 				Spec: corev1.PodSpec{
 					Containers: []corev1.Container{{Name: "node-cache", Image: "registry.k8s.io/dns/k8s-dns-node-cache:1.26.4",
-						Args: []string{"-localip", "169.254.20.10,10.96.0.10", "-conf", "/etc/Corefile", "-upstreamsvc", "kube-dns-upstream"},
+						Args:         []string{"-localip", "169.254.20.10,10.96.0.10", "-conf", "/etc/Corefile", "-upstreamsvc", "kube-dns-upstream"},
 						VolumeMounts: []corev1.VolumeMount{{Name: "config-volume", MountPath: "/etc/coredns"}, {Name: "kube-dns-config", MountPath: "/etc/kube-dns"}}}},
 					Volumes: []corev1.Volume{cmVolume("kube-dns-config", "kube-dns"),
 						cmVolume("config-volume", "node-local-dns", corev1.KeyToPath{Key: "Corefile", Path: "Corefile.base"})},
