@@ -35,8 +35,8 @@ Commands:
   status   show, per hop and zone, what it forwards the zone to and whether that is the
            desired servers, naming a leak; exit status 0 when all match, 1 when not, 2 on error
   watch    apply, then again whenever the Service's cluster IPs change or someone edits the
-           ConfigMap; runs until SIGTERM/SIGINT, with leader election when replicated (it keeps
-           the cluster DNS's ConfigMap only, not yet NodeLocal DNSCache's)
+           ConfigMaps of every hop; runs until SIGTERM/SIGINT, with leader election when
+           replicated (the hops are detected at start, not again)
 
 Targets (--target names the cluster DNS, in --dns-namespace):
   kube-dns        ConfigMap kube-dns, key stubDomains: {"global": ["IP", ...]} (created if missing)
@@ -367,19 +367,18 @@ func takesEffect(h stubdomain.Hop) string {
 	return volume + " and CoreDNS's reload plugin has loaded it (30 s ± 7.5 s)"
 }
 
-// newPatcher resolves --target (detecting it for auto) and says which it is and why: the
-// cluster DNS, the one ConfigMap watch keeps up to date.
-func newPatcher(ctx context.Context, client kubernetes.Interface, opts *stubdomainOptions, stdout io.Writer) (*stubdomain.Patcher, error) {
-	hops, err := stubdomain.DetectPath(ctx, client, opts.dnsNamespace, opts.target)
+// watchPatchers resolves the hops of the query path as detectPath does: the cluster DNS's
+// Patcher, and those of the hops in front of it.
+func watchPatchers(ctx context.Context, client kubernetes.Interface, opts *stubdomainOptions, stdout io.Writer) (*stubdomain.Patcher, []*stubdomain.Patcher, error) {
+	hops, err := detectPath(ctx, client, opts, stdout)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	h := hops[len(hops)-1]
-	fmt.Fprintf(stdout, "target: %s (%s)\n", h.Target, h.Why)
-	if len(hops) > 1 {
-		fmt.Fprintf(stdout, "warning: %s (%s) is not kept up to date by watch yet: run `coredns-istio stubdomain apply` for it\n", hops[0].Role, hops[0].Why)
+	var front []*stubdomain.Patcher
+	for _, h := range hops[:len(hops)-1] {
+		front = append(front, patcherFor(client, opts, h))
 	}
-	return patcherFor(client, opts, h), nil
+	return patcherFor(client, opts, hops[len(hops)-1]), front, nil
 }
 
 // desiredServers returns --ip, or the cluster IPs of --service.
@@ -436,12 +435,12 @@ func runWatch(ctx context.Context, client kubernetes.Interface, opts *stubdomain
 	}
 
 	detectCtx, cancel := context.WithTimeout(ctx, time.Minute)
-	p, err := newPatcher(detectCtx, client, opts, stdout)
+	p, front, err := watchPatchers(detectCtx, client, opts, stdout)
 	cancel()
 	if err != nil {
 		return 0, err
 	}
-	w := &stubdomain.Watcher{Patcher: p, Zones: opts.zones, Servers: opts.servers, Logf: logf}
+	w := &stubdomain.Watcher{Patcher: p, Hops: front, Zones: opts.zones, Servers: opts.servers, Logf: logf}
 	if opts.servers == nil {
 		w.Service = opts.service
 		fmt.Fprintf(stdout, "servers: the cluster IPs of Service %s, followed\n", opts.service)

@@ -29,7 +29,10 @@ import (
 // object by name; a burst of events costs one apply.
 type Watcher struct {
 	Patcher *Patcher
-	Zones   []string
+	// Hops are further Patchers applied with Patcher, each on its own ConfigMap: the hops of a
+	// query path in front of the cluster DNS (NodeLocal DNSCache's).
+	Hops  []*Patcher
+	Zones []string
 	// Service (namespace/name) whose cluster IPs are the servers; "" to use Servers.
 	Service string
 	Servers []netip.AddrPort
@@ -45,9 +48,10 @@ type Watcher struct {
 // are logged and retried with a backoff of up to a minute.
 func (w *Watcher) Run(ctx context.Context) error {
 	p := w.Patcher
-	if p == nil || p.Target.ConfigMap() == "" {
+	if p == nil || p.configMap() == "" {
 		return errors.New("watch: no concrete target")
 	}
+	patchers := append([]*Patcher{p}, w.Hops...)
 	debounce := orDefault(w.Debounce, 200*time.Millisecond)
 	resync := orDefault(w.Resync, 10*time.Minute)
 	logf := w.Logf
@@ -87,12 +91,20 @@ func (w *Watcher) Run(ctx context.Context) error {
 	}
 
 	var synced []cache.InformerSynced
-	cmInformer := byName(p.Namespace, p.Target.ConfigMap()).Core().V1().ConfigMaps().Informer()
-	reg, err := cmInformer.AddEventHandler(onChange)
-	if err != nil {
-		return err
+	var watched []string
+	for _, hp := range patchers {
+		name := hp.Namespace + "/" + hp.configMap()
+		if slices.Contains(watched, name) {
+			continue
+		}
+		watched = append(watched, name)
+		cmInformer := byName(hp.Namespace, hp.configMap()).Core().V1().ConfigMaps().Informer()
+		reg, err := cmInformer.AddEventHandler(onChange)
+		if err != nil {
+			return err
+		}
+		synced = append(synced, reg.HasSynced)
 	}
-	synced = append(synced, reg.HasSynced)
 
 	var service func() (*corev1.Service, error)
 	if w.Service != "" {
@@ -119,9 +131,9 @@ func (w *Watcher) Run(ctx context.Context) error {
 		return errors.New("watch: informers did not sync")
 	}
 	if w.Service != "" {
-		logf("watching ConfigMap %s/%s and Service %s", p.Namespace, p.Target.ConfigMap(), w.Service)
+		logf("watching ConfigMap %s and Service %s", strings.Join(watched, ", "), w.Service)
 	} else {
-		logf("watching ConfigMap %s/%s", p.Namespace, p.Target.ConfigMap())
+		logf("watching ConfigMap %s", strings.Join(watched, ", "))
 	}
 
 	r := &reconciler{w: w, logf: logf, service: service}
@@ -210,25 +222,27 @@ func (r *reconciler) reconcile(ctx context.Context) error {
 		r.logf("desired: %s → %s", strings.Join(r.w.Zones, ","), FormatServers(servers))
 		r.servers = servers
 	}
-	res, err := r.w.Patcher.Apply(ctx, r.w.Zones, servers)
-	for _, warning := range res.Warnings {
-		if !r.warnings[warning] {
-			r.logf("warning: %s", warning)
-			if r.warnings == nil {
-				r.warnings = map[string]bool{}
+	for _, p := range append([]*Patcher{r.w.Patcher}, r.w.Hops...) {
+		res, err := p.Apply(ctx, r.w.Zones, servers)
+		for _, warning := range res.Warnings {
+			if !r.warnings[warning] {
+				r.logf("warning: %s", warning)
+				if r.warnings == nil {
+					r.warnings = map[string]bool{}
+				}
+				r.warnings[warning] = true
 			}
-			r.warnings[warning] = true
 		}
-	}
-	if err != nil {
-		return err
-	}
-	if res.Action != Unchanged {
-		retried := ""
-		if res.Attempts > 1 {
-			retried = fmt.Sprintf(" (after %d conflicts)", res.Attempts-1)
+		if err != nil {
+			return err
 		}
-		r.logf("ConfigMap %s: %s%s\n%s", res.ConfigMap, res.Action, retried, strings.TrimRight(res.Diff, "\n"))
+		if res.Action != Unchanged {
+			retried := ""
+			if res.Attempts > 1 {
+				retried = fmt.Sprintf(" (after %d conflicts)", res.Attempts-1)
+			}
+			r.logf("ConfigMap %s: %s%s\n%s", res.ConfigMap, res.Action, retried, strings.TrimRight(res.Diff, "\n"))
+		}
 	}
 	return nil
 }

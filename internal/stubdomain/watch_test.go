@@ -247,3 +247,47 @@ func TestRunLeaderElected(t *testing.T) {
 	}
 	b.cancel()
 }
+
+// Behind NodeLocal DNSCache the watcher keeps both hops: CoreDNS's Corefile and kube-dns's
+// stubDomains, which the cache reads; an edit that drops the cache's entry is put back.
+func TestWatcherKeepsEveryHop(t *testing.T) {
+	svc := service([]string{"10.0.0.53"}, corev1.ServicePort{Name: "dns", Port: 53, Protocol: corev1.ProtocolUDP})
+	client := fake.NewClientset(svc, configMap("coredns", map[string]string{"Corefile": kubeadmCorefile}))
+	w := &Watcher{
+		Patcher:  &Patcher{Client: client, Namespace: "kube-system", Target: CoreDNS},
+		Hops:     []*Patcher{{Client: client, Namespace: "kube-system", Target: KubeDNS}},
+		Zones:    []string{"global"},
+		Service:  "istio-system/istiocoredns",
+		Debounce: 10 * time.Millisecond,
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+	corefileForwards := func() error {
+		cm, err := client.CoreV1().ConfigMaps("kube-system").Get(ctx, "coredns", metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		if s, err := ServerBlockServers(cm.Data["Corefile"], "global"); err != nil || strings.Join(s, ",") != "10.0.0.53" {
+			return fmt.Errorf("Corefile's global block: %v, %v", s, err)
+		}
+		return nil
+	}
+	waitFor(t, "CoreDNS", corefileForwards)
+	waitFor(t, "the cache's hop", wantGlobal(client, "10.0.0.53"))
+
+	cms := client.CoreV1().ConfigMaps("kube-system")
+	if _, err := cms.Update(ctx, configMap("kube-dns", map[string]string{"stubDomains": `{"acme.local": ["1.2.3.4"]}`}), metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the cache's hop put back", wantGlobal(client, "10.0.0.53"))
+	if err := corefileForwards(); err != nil {
+		t.Error(err)
+	}
+}
