@@ -90,6 +90,21 @@ func (w *Watcher) Run(ctx context.Context) error {
 		return f
 	}
 
+	// RBAC that forbids a list or watch ends the watcher, naming what is missing: the informer
+	// would otherwise retry forever, and the watcher wait for a sync that never comes.
+	forbidden := make(chan error, 1)
+	onForbidden := func(inf cache.SharedIndexInformer, what string) error {
+		return inf.SetWatchErrorHandlerWithContext(func(ctx context.Context, r *cache.Reflector, err error) {
+			if apierrors.IsForbidden(err) {
+				select {
+				case forbidden <- fmt.Errorf("watch: not allowed to list and watch %s: grant list and watch on it: %w", what, err):
+				default:
+				}
+			}
+			cache.DefaultWatchErrorHandler(ctx, r, err)
+		})
+	}
+
 	var synced []cache.InformerSynced
 	var watched []string
 	for _, hp := range patchers {
@@ -99,6 +114,9 @@ func (w *Watcher) Run(ctx context.Context) error {
 		}
 		watched = append(watched, name)
 		cmInformer := byName(hp.Namespace, hp.configMap()).Core().V1().ConfigMaps().Informer()
+		if err := onForbidden(cmInformer, "ConfigMap "+name); err != nil {
+			return err
+		}
 		reg, err := cmInformer.AddEventHandler(onChange)
 		if err != nil {
 			return err
@@ -113,6 +131,9 @@ func (w *Watcher) Run(ctx context.Context) error {
 			return fmt.Errorf("watch: bad Service %q: want NAMESPACE/NAME", w.Service)
 		}
 		svcs := byName(ns, name).Core().V1().Services()
+		if err := onForbidden(svcs.Informer(), "Service "+w.Service); err != nil {
+			return err
+		}
 		reg, err := svcs.Informer().AddEventHandler(onChange)
 		if err != nil {
 			return err
@@ -124,7 +145,23 @@ func (w *Watcher) Run(ctx context.Context) error {
 	for _, f := range factories {
 		f.Start(stop)
 	}
-	if !cache.WaitForCacheSync(ctx.Done(), synced...) {
+	syncCtx, stopSync := context.WithCancel(ctx)
+	deniedCh := make(chan error, 1)
+	go func() {
+		select {
+		case err := <-forbidden:
+			deniedCh <- err
+			stopSync()
+		case <-syncCtx.Done():
+			deniedCh <- nil
+		}
+	}()
+	ok := cache.WaitForCacheSync(syncCtx.Done(), synced...)
+	stopSync()
+	if denied := <-deniedCh; denied != nil {
+		return denied
+	}
+	if !ok {
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -144,6 +181,8 @@ func (w *Watcher) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return nil
+		case err := <-forbidden: // RBAC taken away while watching
+			return err
 		case <-trigger:
 		case <-retry:
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -11,8 +12,10 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 )
@@ -289,5 +292,22 @@ func TestWatcherKeepsEveryHop(t *testing.T) {
 	waitFor(t, "the cache's hop put back", wantGlobal(client, "10.0.0.53"))
 	if err := corefileForwards(); err != nil {
 		t.Error(err)
+	}
+}
+
+// RBAC that forbids listing a watched ConfigMap ends the watcher with an error that names it,
+// instead of a wait for a sync that never comes.
+func TestWatcherEndsWhenForbidden(t *testing.T) {
+	client := fake.NewClientset(configMap("kube-dns", nil))
+	client.PrependReactor("list", "configmaps", func(k8stesting.Action) (bool, runtime.Object, error) {
+		return true, nil, apierrors.NewForbidden(schema.GroupResource{Resource: "configmaps"}, "", errors.New("RBAC: no"))
+	})
+	w := &Watcher{Patcher: &Patcher{Client: client, Namespace: "kube-system", Target: KubeDNS}, Zones: []string{"global"},
+		Servers: []netip.AddrPort{netip.MustParseAddrPort("10.0.0.53:53")}}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	err := w.Run(ctx)
+	if !apierrors.IsForbidden(err) || !strings.Contains(err.Error(), "ConfigMap kube-system/kube-dns") || ctx.Err() != nil {
+		t.Errorf("Run: %v (context %v)", err, ctx.Err())
 	}
 }
