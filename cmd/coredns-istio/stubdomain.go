@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -35,8 +36,8 @@ Commands:
   status   show, per hop and zone, what it forwards the zone to and whether that is the
            desired servers, naming a leak; exit status 0 when all match, 1 when not, 2 on error
   watch    apply, then again whenever the Service's cluster IPs change or someone edits the
-           ConfigMaps of every hop; runs until SIGTERM/SIGINT, with leader election when
-           replicated (the hops are detected at start, not again)
+           ConfigMaps of every hop, detected again every 30 s; runs until SIGTERM/SIGINT,
+           with leader election when replicated
 
 Targets (--target names the cluster DNS, in --dns-namespace):
   kube-dns        ConfigMap kube-dns, key stubDomains: {"global": ["IP", ...]} (created if missing)
@@ -117,7 +118,8 @@ type stubdomainOptions struct {
 
 	leaderElect  bool
 	lease        stubdomain.LeaderElection
-	healthListen string // host:port for /healthz; empty: none
+	redetect     time.Duration // how often watch detects the query path again
+	healthListen string        // host:port for /healthz; empty: none
 }
 
 // stubdomainMain runs `coredns-istio stubdomain ARGS...` and returns the exit status.
@@ -183,6 +185,7 @@ func parseStubdomainFlags(command string, args []string, stdout, stderr io.Write
 		fs.DurationVar(&opts.lease.RenewDeadline, "leader-elect-renew-deadline", 10*time.Second, "`DURATION` the leader retries renewing before it gives up (and exits 1)")
 		fs.DurationVar(&opts.lease.RetryPeriod, "leader-elect-retry-period", 2*time.Second, "`DURATION` between tries to acquire, or to renew")
 		fs.StringVar(&opts.healthListen, "health-listen", "", "serve /healthz on `HOST:PORT`, for a liveness probe")
+		fs.DurationVar(&opts.redetect, "redetect-interval", 30*time.Second, "`DURATION` between detections of the query path (NodeLocal DNSCache installed, CoreDNS replacing kube-dns)")
 	}
 	fs.Usage = func() {} // The caller reports errors in one line; -h prints usage below.
 	if err := fs.Parse(args); err != nil {
@@ -232,6 +235,9 @@ func parseStubdomainFlags(command string, args []string, stdout, stderr io.Write
 		if l.LeaseDuration <= l.RenewDeadline || l.RenewDeadline <= l.RetryPeriod || l.RetryPeriod <= 0 {
 			return nil, errors.New("leader election wants lease duration > renew deadline > retry period > 0")
 		}
+	}
+	if command == "watch" && opts.redetect <= 0 {
+		return nil, errors.New("--redetect-interval must be positive")
 	}
 	return opts, nil
 }
@@ -367,20 +373,6 @@ func takesEffect(h stubdomain.Hop) string {
 	return volume + " and CoreDNS's reload plugin has loaded it (30 s ± 7.5 s)"
 }
 
-// watchPatchers resolves the hops of the query path as detectPath does: the cluster DNS's
-// Patcher, and those of the hops in front of it.
-func watchPatchers(ctx context.Context, client kubernetes.Interface, opts *stubdomainOptions, stdout io.Writer) (*stubdomain.Patcher, []*stubdomain.Patcher, error) {
-	hops, err := detectPath(ctx, client, opts, stdout)
-	if err != nil {
-		return nil, nil, err
-	}
-	var front []*stubdomain.Patcher
-	for _, h := range hops[:len(hops)-1] {
-		front = append(front, patcherFor(client, opts, h))
-	}
-	return patcherFor(client, opts, hops[len(hops)-1]), front, nil
-}
-
 // desiredServers returns --ip, or the cluster IPs of --service.
 func desiredServers(ctx context.Context, client kubernetes.Interface, opts *stubdomainOptions, stdout io.Writer) ([]netip.AddrPort, error) {
 	if opts.servers != nil {
@@ -435,28 +427,88 @@ func runWatch(ctx context.Context, client kubernetes.Interface, opts *stubdomain
 	}
 
 	detectCtx, cancel := context.WithTimeout(ctx, time.Minute)
-	p, front, err := watchPatchers(detectCtx, client, opts, stdout)
+	hops, err := detectPath(detectCtx, client, opts, stdout)
 	cancel()
 	if err != nil {
 		return 0, err
 	}
-	w := &stubdomain.Watcher{Patcher: p, Hops: front, Zones: opts.zones, Servers: opts.servers, Logf: logf}
 	if opts.servers == nil {
-		w.Service = opts.service
 		fmt.Fprintf(stdout, "servers: the cluster IPs of Service %s, followed\n", opts.service)
 	} else {
 		fmt.Fprintf(stdout, "servers: %s (--ip)\n", stubdomain.FormatServers(opts.servers))
 	}
+	run := func(ctx context.Context) error { return followPath(ctx, client, opts, hops, logf) }
 	if !opts.leaderElect {
-		err = w.Run(ctx)
+		err = run(ctx)
 	} else {
-		err = stubdomain.RunLeaderElected(ctx, client, opts.lease, logf, w.Run)
+		err = stubdomain.RunLeaderElected(ctx, client, opts.lease, logf, run)
 	}
 	if err != nil {
 		return 0, err
 	}
 	logf("stopped")
 	return exitOK, nil
+}
+
+// followPath runs a watcher on the hops of the query path, detects the path again every
+// opts.redetect (NodeLocal DNSCache installed later, CoreDNS replacing kube-dns) and, when it
+// changed, runs a watcher on the new hops instead. The hops it leaves keep what was written:
+// remove is for a person to run.
+func followPath(ctx context.Context, client kubernetes.Interface, opts *stubdomainOptions, hops []stubdomain.Hop, logf func(string, ...any)) error {
+	for {
+		var front []*stubdomain.Patcher
+		for _, h := range hops[:len(hops)-1] {
+			front = append(front, patcherFor(client, opts, h))
+		}
+		w := &stubdomain.Watcher{Patcher: patcherFor(client, opts, hops[len(hops)-1]), Hops: front,
+			Zones: opts.zones, Servers: opts.servers, Logf: logf}
+		if opts.servers == nil {
+			w.Service = opts.service
+		}
+		runCtx, stop := context.WithCancel(ctx)
+		changed := make(chan []stubdomain.Hop, 1)
+		go func() {
+			tick := time.NewTicker(opts.redetect)
+			defer tick.Stop()
+			for {
+				select {
+				case <-runCtx.Done():
+					return
+				case <-tick.C:
+				}
+				detectCtx, cancel := context.WithTimeout(runCtx, time.Minute)
+				now, err := stubdomain.DetectPath(detectCtx, client, opts.dnsNamespace, opts.target)
+				cancel()
+				if err != nil {
+					if runCtx.Err() == nil {
+						logf("detecting the query path again: %v (keeping the hops as they were)", err)
+					}
+					continue
+				}
+				if !sameHops(now, hops) {
+					changed <- now
+					stop()
+					return
+				}
+			}
+		}()
+		err := w.Run(runCtx)
+		stop()
+		select {
+		case next := <-changed:
+			for _, h := range next {
+				logf("the query path changed: %s: target: %s (%s); ConfigMap %s/%s", h.Role, h.Target, h.Why, opts.dnsNamespace, h.ConfigMap)
+			}
+			hops = next
+			continue
+		default:
+		}
+		return err
+	}
+}
+
+func sameHops(a, b []stubdomain.Hop) bool {
+	return slices.EqualFunc(a, b, func(x, y stubdomain.Hop) bool { return x.Target == y.Target && x.ConfigMap == y.ConfigMap })
 }
 
 // serveHealth answers /healthz with 200 while the process serves: a liveness ping, as

@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"io"
 	"strings"
 	"testing"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -167,4 +169,50 @@ func TestStubdomainNodeLocal(t *testing.T) {
 	if get("kube-dns") != nil || get("coredns").Data["Corefile"] != corefile {
 		t.Errorf("after remove: kube-dns %v, Corefile %q", get("kube-dns"), get("coredns").Data["Corefile"])
 	}
+}
+
+// watch detects the query path again: NodeLocal DNSCache installed after it started gets its
+// hop (kube-dns's stubDomains) without a restart.
+func TestStubdomainWatchFollowsThePath(t *testing.T) {
+	corefile := ".:53 {\n    errors\n    forward . /etc/resolv.conf\n    reload\n}\n"
+	client := fake.NewClientset(&corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "kube-system", Name: "coredns"}, Data: map[string]string{"Corefile": corefile}})
+	opts, err := parseStubdomainFlags("watch", []string{"--ip", "10.0.0.53", "--leader-elect=false", "--redetect-interval", "50ms"}, io.Discard, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	var stdout, stderr strings.Builder
+	go func() { _, err := runWatch(ctx, client, opts, &stdout, &stderr); done <- err }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("watch: %v", err)
+		}
+	}()
+	eventually := func(what string, ok func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); !ok(); time.Sleep(20 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: not within 10s", what)
+			}
+		}
+	}
+	cms := client.CoreV1().ConfigMaps("kube-system")
+	eventually("the Corefile's block", func() bool {
+		cm, err := cms.Get(ctx, "coredns", metav1.GetOptions{})
+		return err == nil && strings.Contains(cm.Data["Corefile"], "forward . 10.0.0.53")
+	})
+
+	cache := &appsv1.DaemonSet{ObjectMeta: metav1.ObjectMeta{Namespace: "kube-system", Name: "node-local-dns"},
+		Spec: appsv1.DaemonSetSpec{Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{Volumes: []corev1.Volume{
+			{Name: "kube-dns-config", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: "kube-dns"}}}},
+		}}}}}
+	if _, err := client.AppsV1().DaemonSets("kube-system").Create(ctx, cache, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually("the cache's hop", func() bool {
+		cm, err := cms.Get(ctx, "kube-dns", metav1.GetOptions{})
+		return err == nil && strings.Contains(cm.Data["stubDomains"], "10.0.0.53")
+	})
 }
