@@ -19,8 +19,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/coredns-istio/coredns-istio/internal/kube"
 	"github.com/coredns-istio/coredns-istio/internal/stubdomain"
 )
 
@@ -83,21 +83,10 @@ var newKubeClient = func(kubeconfig, kubeContext string) (kubernetes.Interface, 
 // restConfig loads the client configuration: the in-cluster one unless a kubeconfig or context
 // is given or there is none, then $KUBECONFIG, then ~/.kube/config (clientcmd's loading rules).
 func restConfig(kubeconfig, kubeContext string) (*rest.Config, error) {
-	var cfg *rest.Config
-	var err error
-	if kubeconfig == "" && kubeContext == "" {
-		cfg, err = rest.InClusterConfig()
+	cfg, err := kube.Config(kubeconfig, kubeContext, kube.InClusterThenLocal, "coredns-istio-stubdomain")
+	if err != nil {
+		return nil, fmt.Errorf("loading the kubeconfig (not in a cluster; --kubeconfig, $KUBECONFIG or ~/.kube/config): %w", err)
 	}
-	if cfg == nil {
-		rules := clientcmd.NewDefaultClientConfigLoadingRules()
-		rules.ExplicitPath = kubeconfig
-		overrides := &clientcmd.ConfigOverrides{CurrentContext: kubeContext}
-		cfg, err = clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, overrides).ClientConfig()
-		if err != nil {
-			return nil, fmt.Errorf("loading the kubeconfig (not in a cluster; --kubeconfig, $KUBECONFIG or ~/.kube/config): %w", err)
-		}
-	}
-	cfg.UserAgent = "coredns-istio-stubdomain"
 	// client-go's default of 5 requests per second (burst 10) would, after a few conflicts,
 	// sleep between a Get and its Update: exactly the window in which others write.
 	cfg.QPS, cfg.Burst = 50, 100

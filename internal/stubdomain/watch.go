@@ -11,10 +11,10 @@ import (
 	"sync"
 	"time"
 
+	"github.com/coredns-istio/coredns-istio/internal/kube"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/util/uuid"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
@@ -81,11 +81,7 @@ func (w *Watcher) Run(ctx context.Context) error {
 		}
 	}()
 	byName := func(namespace, name string) informers.SharedInformerFactory {
-		f := informers.NewSharedInformerFactoryWithOptions(p.Client, resync,
-			informers.WithNamespace(namespace),
-			informers.WithTweakListOptions(func(o *metav1.ListOptions) {
-				o.FieldSelector = fields.OneTermEqualSelector("metadata.name", name).String()
-			}))
+		f := kube.ObjectInformers(p.Client, namespace, name, resync)
 		factories = append(factories, f)
 		return f
 	}

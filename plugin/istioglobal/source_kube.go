@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/coredns-istio/coredns-istio/internal/kube"
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 	"istio.io/client-go/pkg/clientset/versioned"
 	"istio.io/client-go/pkg/informers/externalversions"
@@ -14,7 +15,6 @@ import (
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
-	"k8s.io/client-go/tools/clientcmd"
 )
 
 // kubeSource watches ServiceEntries (networking.istio.io/v1; objects written as v1beta1 or
@@ -37,20 +37,10 @@ type kubeSource struct {
 
 func (k *kubeSource) loadConfig() error {
 	var err error
-	if k.kubeconfig == "" && k.context == "" {
-		if k.config, err = rest.InClusterConfig(); err != nil {
-			return fmt.Errorf("no in-cluster config (%v): give a kubeconfig path, or files", err)
-		}
-	} else {
-		rules := &clientcmd.ClientConfigLoadingRules{ExplicitPath: k.kubeconfig}
-		overrides := &clientcmd.ConfigOverrides{CurrentContext: k.context}
-		k.config, err = clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, overrides).ClientConfig()
-		if err != nil {
-			return err
-		}
+	if k.config, err = kube.Config(k.kubeconfig, k.context, kube.InCluster, "coredns-istio"); err != nil && k.kubeconfig == "" && k.context == "" {
+		return fmt.Errorf("%v, or files", err)
 	}
-	k.config.UserAgent = "coredns-istio"
-	return nil
+	return err
 }
 
 func (k *kubeSource) start(notify func()) error {

@@ -13,10 +13,10 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/coredns-istio/coredns-istio/internal/kube"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	utilrand "k8s.io/apimachinery/pkg/util/rand"
 	"k8s.io/client-go/informers"
@@ -130,11 +130,7 @@ func (s *Store) Start(notify func()) error {
 		return err
 	}
 
-	s.factory = informers.NewSharedInformerFactoryWithOptions(client, 0,
-		informers.WithNamespace(s.namespace),
-		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
-			o.FieldSelector = fields.OneTermEqualSelector("metadata.name", s.name).String()
-		}))
+	s.factory = kube.ObjectInformers(client, s.namespace, s.name, 0)
 	informer := s.factory.Core().V1().ConfigMaps()
 	if err := informer.Informer().SetWatchErrorHandler(s.watchError); err != nil {
 		return err
