@@ -22,8 +22,8 @@ var nodeLocalDaemonSets = []string{"node-local-dns", "nodelocaldns"}
 // resolv.conf, so the cluster DNS alone never sees a `global` question.
 type NodeLocal struct {
 	DaemonSet string
-	// ConfigMap holds node-cache's own Corefile template (mounted for its -conf), Key its key.
-	ConfigMap, Key string
+	// ConfigMap holds node-cache's own Corefile (mounted for its -conf).
+	ConfigMap string
 	// KubeDNS is whether it mounts ConfigMap kube-dns: then node-cache appends one server block
 	// per stubDomains key to its Corefile (cmd/node-cache/app/configmap.go), and that is where
 	// our zones go; else our marked block goes into its own Corefile.
@@ -45,7 +45,7 @@ func DetectNodeLocal(ctx context.Context, client kubernetes.Interface, namespace
 		case err != nil:
 			return nil, "", fmt.Errorf("detecting NodeLocal DNSCache: DaemonSet %s/%s: %w", namespace, name, err)
 		}
-		nl := &NodeLocal{DaemonSet: name, Key: CorefileKey}
+		nl := &NodeLocal{DaemonSet: name}
 		for _, v := range ds.Spec.Template.Spec.Volumes {
 			cm := v.ConfigMap
 			if cm == nil {
@@ -56,11 +56,6 @@ func DetectNodeLocal(ctx context.Context, client kubernetes.Interface, namespace
 				nl.KubeDNS = true
 			case nl.ConfigMap == "":
 				nl.ConfigMap = cm.Name
-				for _, item := range cm.Items {
-					if item.Path == CorefileKey {
-						nl.Key = item.Key
-					}
-				}
 			}
 		}
 		why := fmt.Sprintf("DaemonSet %s/%s runs NodeLocal DNSCache", namespace, name)
@@ -140,18 +135,8 @@ func ImportedConfigMap(corefile string, d *appsv1.Deployment) *Imported {
 			}
 		}
 	}
-	for _, line := range strings.Split(corefile, "\n") {
-		if len(line) > 0 && (line[0] == ' ' || line[0] == '\t') {
-			continue // inside a server block: imports snippets, not server blocks
-		}
-		f := strings.Fields(line)
-		if len(f) != 2 || f[0] != "import" {
-			continue
-		}
-		dir, glob := path.Split(f[1])
-		if !strings.HasSuffix(glob, ".server") {
-			continue
-		}
+	for _, imp := range serverImports(corefile) {
+		dir, glob := path.Split(imp)
 		if !path.IsAbs(dir) {
 			dir = path.Join("/etc/coredns", dir)
 		}
@@ -162,6 +147,21 @@ func ImportedConfigMap(corefile string, d *appsv1.Deployment) *Imported {
 	return nil
 }
 
+// serverImports are the paths of the Corefile's top-level `import DIR/*.server`-like lines: the
+// imports of server blocks (inside a block, an import brings in snippets).
+func serverImports(corefile string) []string {
+	var out []string
+	for _, line := range strings.Split(corefile, "\n") {
+		if len(line) > 0 && (line[0] == ' ' || line[0] == '\t') {
+			continue
+		}
+		if f := strings.Fields(line); len(f) == 2 && f[0] == "import" && strings.HasSuffix(f[1], ".server") {
+			out = append(out, f[1])
+		}
+	}
+	return out
+}
+
 // reconciledBy names what reverts edits to a ConfigMap, or "": the addon manager (label
 // addonmanager.kubernetes.io/mode=Reconcile, AKS and kube-up) or k3s's deploy controller (its
 // objectset labels and annotations, re-applied from the manifests on the server's disk).
@@ -169,14 +169,11 @@ func reconciledBy(cm *corev1.ConfigMap) string {
 	if cm.Labels[addonManagerLabel] == "Reconcile" {
 		return "the addon manager (" + addonManagerLabel + "=Reconcile)"
 	}
-	for k := range cm.Labels {
-		if strings.HasPrefix(k, "objectset.rio.cattle.io/") {
-			return "k3s's deploy controller (" + k + ")"
-		}
-	}
-	for k := range cm.Annotations {
-		if strings.HasPrefix(k, "objectset.rio.cattle.io/") {
-			return "k3s's deploy controller (" + k + ")"
+	for _, m := range []map[string]string{cm.Labels, cm.Annotations} {
+		for k := range m {
+			if strings.HasPrefix(k, "objectset.rio.cattle.io/") {
+				return "k3s's deploy controller (" + k + ")"
+			}
 		}
 	}
 	return ""

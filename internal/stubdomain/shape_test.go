@@ -44,11 +44,11 @@ func TestDetectNodeLocal(t *testing.T) {
 		because string
 	}{
 		{"the add-on, beside CoreDNS", []runtime.Object{addon, deployment("coredns")},
-			&NodeLocal{DaemonSet: "node-local-dns", ConfigMap: "node-local-dns", Key: "Corefile", KubeDNS: true}, "mounting ConfigMap kube-dns"},
+			&NodeLocal{DaemonSet: "node-local-dns", ConfigMap: "node-local-dns", KubeDNS: true}, "mounting ConfigMap kube-dns"},
 		{"the add-on before ConfigMap kube-dns exists", []runtime.Object{addon},
-			&NodeLocal{DaemonSet: "node-local-dns", ConfigMap: "node-local-dns", Key: "Corefile", KubeDNS: true}, "stubDomains"},
+			&NodeLocal{DaemonSet: "node-local-dns", ConfigMap: "node-local-dns", KubeDNS: true}, "stubDomains"},
 		{"an older nodelocaldns, beside kube-dns", []runtime.Object{older, deployment("kube-dns")},
-			&NodeLocal{DaemonSet: "nodelocaldns", ConfigMap: "nodelocaldns", Key: "Corefile"}, "its own Corefile (ConfigMap nodelocaldns)"},
+			&NodeLocal{DaemonSet: "nodelocaldns", ConfigMap: "nodelocaldns"}, "its own Corefile (ConfigMap nodelocaldns)"},
 		{"none", []runtime.Object{deployment("coredns")}, nil, ""},
 	} {
 		got, why, err := DetectNodeLocal(context.Background(), fake.NewClientset(tc.objs...), "kube-system")

@@ -93,14 +93,8 @@ func (t Target) Key() string {
 // every edit (AKS's coredns ConfigMap).
 const addonManagerLabel = "addonmanager.kubernetes.io/mode"
 
-// ErrUnknownDNS is Detect's error when namespace holds neither CoreDNS nor kube-dns.
+// ErrUnknownDNS is detectCluster's error when namespace holds neither CoreDNS nor kube-dns.
 var ErrUnknownDNS = errors.New("cannot tell which cluster DNS runs; use --target")
-
-// Detect tells which cluster DNS runs in namespace, and why it thinks so; see detectCluster.
-func Detect(ctx context.Context, client kubernetes.Interface, namespace string) (Target, string, error) {
-	h, err := detectCluster(ctx, client, namespace)
-	return h.Target, h.Why, err
-}
 
 // ErrReconciled is detectCluster's error for a CoreDNS ConfigMap that a controller re-applies
 // and whose Corefile imports no ConfigMap of server blocks: there is nowhere an edit would last.
@@ -200,14 +194,9 @@ func detectCluster(ctx context.Context, client kubernetes.Interface, namespace s
 // importsCustom reports whether a Corefile imports the conventional custom/*.server directory
 // (relative, as AKS writes it, or absolute, as k3s does).
 func importsCustom(corefile string) bool {
-	for _, line := range strings.Split(corefile, "\n") {
-		f := strings.Fields(line)
-		if len(f) == 2 && f[0] == "import" && len(line) > 0 && line[0] != ' ' && line[0] != '\t' &&
-			(f[1] == "custom/*.server" || f[1] == "/etc/coredns/custom/*.server") {
-			return true
-		}
-	}
-	return false
+	return slices.ContainsFunc(serverImports(corefile), func(imp string) bool {
+		return imp == "custom/*.server" || imp == "/etc/coredns/custom/*.server"
+	})
 }
 
 func deploymentExists(err error, namespace, name string) (bool, error) {

@@ -146,13 +146,13 @@ func TestDetect(t *testing.T) {
 		{"kube-dns ConfigMap only", []runtime.Object{configMap("kube-dns", nil)}, KubeDNS, "ConfigMap kube-system/kube-dns"},
 	} {
 		client := fake.NewClientset(tc.objs...)
-		got, why, err := Detect(context.Background(), client, "kube-system")
-		if err != nil || got != tc.want || !strings.Contains(why, tc.because) {
-			t.Errorf("%s: Detect = %s (%s), %v; want %s (…%s…)", tc.name, got, why, err, tc.want, tc.because)
+		h, err := detectCluster(context.Background(), client, "kube-system")
+		if err != nil || h.Target != tc.want || !strings.Contains(h.Why, tc.because) {
+			t.Errorf("%s: detectCluster = %s (%s), %v; want %s (…%s…)", tc.name, h.Target, h.Why, err, tc.want, tc.because)
 		}
 	}
 
-	_, _, err := Detect(context.Background(), fake.NewClientset(configMap("other", nil)), "kube-system")
+	_, err := detectCluster(context.Background(), fake.NewClientset(configMap("other", nil)), "kube-system")
 	if !errors.Is(err, ErrUnknownDNS) || !strings.Contains(err.Error(), "use --target") {
 		t.Errorf("nothing: err = %v", err)
 	}
@@ -162,15 +162,15 @@ func TestDetect(t *testing.T) {
 	client.PrependReactor("get", "deployments", func(k8stesting.Action) (bool, runtime.Object, error) {
 		return true, nil, apierrors.NewForbidden(schema.GroupResource{Group: "apps", Resource: "deployments"}, "", errors.New("no"))
 	})
-	if got, _, err := Detect(context.Background(), client, "kube-system"); err != nil || got != KubeDNS {
-		t.Errorf("forbidden Deployments: %s, %v", got, err)
+	if h, err := detectCluster(context.Background(), client, "kube-system"); err != nil || h.Target != KubeDNS {
+		t.Errorf("forbidden Deployments: %s, %v", h.Target, err)
 	}
 	// Not allowed to read ConfigMaps: an error, not a guess.
 	client = fake.NewClientset(configMap("kube-dns", nil))
 	client.PrependReactor("get", "configmaps", func(k8stesting.Action) (bool, runtime.Object, error) {
 		return true, nil, apierrors.NewForbidden(schema.GroupResource{Resource: "configmaps"}, "coredns", errors.New("no"))
 	})
-	if _, _, err := Detect(context.Background(), client, "kube-system"); !apierrors.IsForbidden(err) {
+	if _, err := detectCluster(context.Background(), client, "kube-system"); !apierrors.IsForbidden(err) {
 		t.Errorf("forbidden ConfigMaps: err = %v, want Forbidden", err)
 	}
 }
