@@ -18,7 +18,7 @@ import (
 type Target string
 
 const (
-	// Auto detects the target with Detect.
+	// Auto detects the target (DetectPath).
 	Auto Target = "auto"
 	// KubeDNS is kube-dns: the zone goes into stubDomains of ConfigMap kube-dns, which its
 	// dnsmasq turns into --server=/ZONE/IP.
