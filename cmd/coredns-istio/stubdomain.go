@@ -106,7 +106,7 @@ type stubdomainOptions struct {
 	dryRun       bool
 
 	leaderElect  bool
-	lease        stubdomain.LeaderElection
+	lease        kube.Lease
 	redetect     time.Duration // how often watch detects the query path again
 	healthListen string        // host:port for /healthz; empty: none
 }
@@ -430,13 +430,33 @@ func runWatch(ctx context.Context, client kubernetes.Interface, opts *stubdomain
 	if !opts.leaderElect {
 		err = run(ctx)
 	} else {
-		err = stubdomain.RunLeaderElected(ctx, client, opts.lease, logf, run)
+		err = leaderElected(ctx, client, opts.lease, logf, run)
 	}
 	if err != nil {
 		return 0, err
 	}
 	logf("stopped")
 	return exitOK, nil
+}
+
+// errLostLease ends watch when its Lease is lost: the process exits, and its supervisor restarts
+// it as a candidate.
+var errLostLease = errors.New("lost the leader lease")
+
+// leaderElected runs run while this process holds the Lease, and returns when ctx ends (after
+// run has returned and the Lease is released, so that a standby takes over at once), when run
+// fails (its error), or when the Lease is lost (errLostLease).
+func leaderElected(ctx context.Context, client kubernetes.Interface, lease kube.Lease, logf func(string, ...any), run func(context.Context) error) error {
+	campaign, err := kube.NewCampaign(client, lease, logf)
+	if err != nil {
+		return err
+	}
+	return campaign.Run(ctx, func(term context.Context) error {
+		if err := run(term); err != nil || ctx.Err() != nil {
+			return err
+		}
+		return errLostLease
+	})
 }
 
 // followPath runs a watcher on the hops of the query path, detects the path again every

@@ -5,22 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"os"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/coredns-istio/coredns-istio/internal/kube"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/uuid"
 	"k8s.io/client-go/informers"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
-	"k8s.io/client-go/tools/leaderelection"
-	"k8s.io/client-go/tools/leaderelection/resourcelock"
 )
 
 // Watcher keeps the cluster DNS forwarding Zones to coredns-istio: it applies once, then again
@@ -280,114 +273,4 @@ func (r *reconciler) reconcile(ctx context.Context) error {
 		}
 	}
 	return nil
-}
-
-// LeaderElection configures RunLeaderElected. Zero durations take client-go's usual values
-// (15s lease, 10s renew deadline, 2s retry period).
-type LeaderElection struct {
-	Namespace, Name string // the Lease
-	Identity        string // "" means HOSTNAME_UUID
-	LeaseDuration   time.Duration
-	RenewDeadline   time.Duration
-	RetryPeriod     time.Duration
-}
-
-// ErrLostLease is returned by RunLeaderElected when the lease was lost while running: the
-// caller should exit, and its supervisor restart it as a candidate.
-var ErrLostLease = errors.New("lost the leader lease")
-
-// RunLeaderElected runs run while holding the Lease, so that of several replicas only one
-// writes. It returns when ctx ends (after run has returned, releasing the Lease so a standby
-// takes over at once), when run returns by itself (its error), or when the lease is lost
-// (ErrLostLease).
-func RunLeaderElected(ctx context.Context, client kubernetes.Interface, cfg LeaderElection, logf func(string, ...any), run func(context.Context) error) error {
-	if logf == nil {
-		logf = func(string, ...any) {}
-	}
-	id := cfg.Identity
-	if id == "" {
-		host, _ := os.Hostname()
-		id = host + "_" + string(uuid.NewUUID())
-	}
-	lock := &resourcelock.LeaseLock{
-		LeaseMeta:  metav1.ObjectMeta{Namespace: cfg.Namespace, Name: cfg.Name},
-		Client:     client.CoordinationV1(),
-		LockConfig: resourcelock.ResourceLockConfig{Identity: id},
-	}
-
-	// The Lease outlives ctx a little: it is released only after run has returned, so no
-	// standby starts writing while this one still might.
-	leCtx, cancelLE := context.WithCancel(context.WithoutCancel(ctx))
-	defer cancelLE()
-	var (
-		mu      sync.Mutex
-		running bool
-		runErr  error
-		runDone = make(chan struct{})
-	)
-	elector, err := leaderelection.NewLeaderElector(leaderelection.LeaderElectionConfig{
-		Lock:            lock,
-		Name:            cfg.Name,
-		LeaseDuration:   orDefault(cfg.LeaseDuration, 15*time.Second),
-		RenewDeadline:   orDefault(cfg.RenewDeadline, 10*time.Second),
-		RetryPeriod:     orDefault(cfg.RetryPeriod, 2*time.Second),
-		ReleaseOnCancel: true,
-		Callbacks: leaderelection.LeaderCallbacks{
-			OnStartedLeading: func(leading context.Context) {
-				mu.Lock()
-				if ctx.Err() != nil {
-					mu.Unlock()
-					cancelLE()
-					return
-				}
-				running = true
-				mu.Unlock()
-				defer close(runDone)
-				defer cancelLE() // Whatever ended run, give the Lease up.
-				logf("leader election: %s leads (Lease %s/%s)", id, cfg.Namespace, cfg.Name)
-				runCtx, cancel := context.WithCancel(leading)
-				defer cancel()
-				stop := context.AfterFunc(ctx, cancel)
-				defer stop()
-				runErr = run(runCtx)
-			},
-			OnStoppedLeading: func() {},
-			OnNewLeader: func(leader string) {
-				if leader != id {
-					logf("leader election: %s leads; %s stands by", leader, id)
-				}
-			},
-		},
-	})
-	if err != nil {
-		return err
-	}
-	go func() {
-		<-ctx.Done()
-		mu.Lock()
-		r := running
-		mu.Unlock()
-		if r {
-			<-runDone // run sees ctx end, returns, and then releases the Lease.
-		}
-		cancelLE()
-	}()
-	logf("leader election: candidate %s for Lease %s/%s", id, cfg.Namespace, cfg.Name)
-	elector.Run(leCtx)
-
-	mu.Lock()
-	r := running
-	mu.Unlock()
-	if !r {
-		return nil // ctx ended before we led.
-	}
-	<-runDone
-	switch {
-	case runErr != nil:
-		return runErr
-	case ctx.Err() != nil:
-		logf("leader election: %s released Lease %s/%s", id, cfg.Namespace, cfg.Name)
-		return nil
-	}
-	return ErrLostLease
 }

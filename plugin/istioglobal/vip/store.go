@@ -24,8 +24,6 @@ import (
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
-	"k8s.io/client-go/tools/leaderelection"
-	"k8s.io/client-go/tools/leaderelection/resourcelock"
 	"k8s.io/client-go/util/retry"
 )
 
@@ -106,27 +104,23 @@ func (s *Store) Key() string { return s.namespace + "/" + s.name }
 // Start watches the ConfigMap and campaigns for the Lease. notify, which never blocks, is called
 // whenever current may return something new.
 func (s *Store) Start(notify func()) error {
+	lease := kube.Lease{Namespace: s.namespace, Name: s.name, Identity: s.identity,
+		LeaseDuration: s.leaseDuration, RenewDeadline: s.renewDeadline, RetryPeriod: s.retryPeriod}
 	client, leaseClient := s.client, s.client
 	if client == nil {
 		var err error
 		if client, err = kubernetes.NewForConfig(s.config); err != nil {
 			return err
 		}
-		// One hung renewal must not use up the whole renew deadline (as client-go's own
-		// NewFromKubeconfig does it).
-		cfg := rest.CopyConfig(s.config)
-		cfg.Timeout = max(time.Second, s.renewDeadline/2)
-		if leaseClient, err = kubernetes.NewForConfig(cfg); err != nil {
+		if leaseClient, err = kubernetes.NewForConfig(kube.LeaseConfig(s.config, lease)); err != nil {
 			return err
 		}
 	}
 	s.client = client
 	s.wake = make(chan struct{}, 1)
 	s.failed = make(map[string]string)
-
-	// Validate the election now; each campaign uses a fresh elector.
-	newElector := func() (*leaderelection.LeaderElector, error) { return s.elector(leaseClient) }
-	if _, err := newElector(); err != nil {
+	campaign, err := kube.NewCampaign(leaseClient, lease, nil)
+	if err != nil {
 		return err
 	}
 
@@ -173,14 +167,7 @@ func (s *Store) Start(notify func()) error {
 	}()
 	go func() {
 		defer s.done.Done()
-		for ctx.Err() == nil {
-			le, err := newElector()
-			if err != nil { // validated above: cannot happen
-				log.Errorf("allocations %s: leader election: %v", s.Key(), err)
-				return
-			}
-			le.Run(ctx) // returns when the lease is lost: campaign again
-		}
+		campaign.Run(ctx, s.lead) // lead never fails: it ends with ctx
 	}()
 	go func() {
 		defer s.done.Done()
@@ -189,33 +176,17 @@ func (s *Store) Start(notify func()) error {
 	return nil
 }
 
-func (s *Store) elector(client kubernetes.Interface) (*leaderelection.LeaderElector, error) {
-	return leaderelection.NewLeaderElector(leaderelection.LeaderElectionConfig{
-		Lock: &resourcelock.LeaseLock{
-			LeaseMeta:  metav1.ObjectMeta{Namespace: s.namespace, Name: s.name},
-			Client:     client.CoordinationV1(),
-			LockConfig: resourcelock.ResourceLockConfig{Identity: s.identity},
-		},
-		LeaseDuration:   s.leaseDuration,
-		RenewDeadline:   s.renewDeadline,
-		RetryPeriod:     s.retryPeriod,
-		ReleaseOnCancel: true,
-		Name:            s.Key(),
-		Callbacks: leaderelection.LeaderCallbacks{
-			OnStartedLeading: s.startedLeading,
-			OnStoppedLeading: s.stoppedLeading,
-		},
-	})
+// lead is one term of leadership: while it lasts, this replica writes the ConfigMap.
+func (s *Store) lead(term context.Context) error {
+	s.startedLeading(term)
+	<-term.Done()
+	s.stoppedLeading()
+	return nil
 }
 
-// startedLeading runs in its own goroutine, possibly after the term has already ended: term is
-// done by then, and stoppedLeading has run or will.
 func (s *Store) startedLeading(term context.Context) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if term.Err() != nil {
-		return
-	}
 	s.term = term
 	allocationLeader.Set(1)
 	log.Infof("allocations %s: %s leads, and writes the ConfigMap", s.Key(), s.identity)
