@@ -1,5 +1,5 @@
 // Package kube is what the plugin and the stubdomain patcher both do with the Kubernetes API:
-// loading a client configuration, and informers on one object by name.
+// loading a client configuration, informers on one object by name, and competing for a Lease.
 package kube
 
 import (

@@ -9,7 +9,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/coredns-istio/coredns-istio/internal/debounce"
 	"github.com/coredns-istio/coredns-istio/internal/kube"
+	"github.com/coredns-istio/coredns-istio/internal/logonce"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/client-go/informers"
@@ -45,19 +47,26 @@ func (w *Watcher) Run(ctx context.Context) error {
 		return errors.New("watch: no concrete target")
 	}
 	patchers := append([]*Patcher{p}, w.Hops...)
-	debounce := orDefault(w.Debounce, 200*time.Millisecond)
+	debounceDelay := orDefault(w.Debounce, 200*time.Millisecond)
 	resync := orDefault(w.Resync, 10*time.Minute)
 	logf := w.Logf
 	if logf == nil {
 		logf = func(string, ...any) {}
 	}
 
-	trigger := make(chan struct{}, 1)
-	kick := func() {
-		select {
-		case trigger <- struct{}{}:
-		default:
+	// Debounce: a burst of events is one apply, once events stop for a moment (at most 10
+	// quiet periods after the first).
+	burst := debounce.New(debounceDelay, 10*debounceDelay, 0)
+	kick := burst.Signal
+	// RBAC that forbids a list or watch ends the watcher, naming what is missing: the informer
+	// would otherwise retry forever, and the watcher wait for a sync that never comes.
+	ctx, deny := context.WithCancelCause(ctx)
+	defer deny(nil)
+	ended := func() error {
+		if err, ok := context.Cause(ctx).(forbiddenError); ok {
+			return err.error
 		}
+		return nil
 	}
 	onChange := cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(any) { kick() },
@@ -79,18 +88,12 @@ func (w *Watcher) Run(ctx context.Context) error {
 		return f
 	}
 
-	// RBAC that forbids a list or watch ends the watcher, naming what is missing: the informer
-	// would otherwise retry forever, and the watcher wait for a sync that never comes.
-	forbidden := make(chan error, 1)
 	onForbidden := func(inf cache.SharedIndexInformer, what string) error {
-		return inf.SetWatchErrorHandlerWithContext(func(ctx context.Context, r *cache.Reflector, err error) {
+		return inf.SetWatchErrorHandlerWithContext(func(hctx context.Context, r *cache.Reflector, err error) {
 			if apierrors.IsForbidden(err) {
-				select {
-				case forbidden <- fmt.Errorf("watch: not allowed to list and watch %s: grant list and watch on it: %w", what, err):
-				default:
-				}
+				deny(forbiddenError{fmt.Errorf("watch: not allowed to list and watch %s: grant list and watch on it: %w", what, err)})
 			}
-			cache.DefaultWatchErrorHandler(ctx, r, err)
+			cache.DefaultWatchErrorHandler(hctx, r, err)
 		})
 	}
 
@@ -134,25 +137,9 @@ func (w *Watcher) Run(ctx context.Context) error {
 	for _, f := range factories {
 		f.Start(stop)
 	}
-	syncCtx, stopSync := context.WithCancel(ctx)
-	deniedCh := make(chan error, 1)
-	go func() {
-		select {
-		case err := <-forbidden:
-			deniedCh <- err
-			stopSync()
-		case <-syncCtx.Done():
-			deniedCh <- nil
-		}
-	}()
-	ok := cache.WaitForCacheSync(syncCtx.Done(), synced...)
-	stopSync()
-	if denied := <-deniedCh; denied != nil {
-		return denied
-	}
-	if !ok {
-		if ctx.Err() != nil {
-			return nil
+	if !cache.WaitForCacheSync(ctx.Done(), synced...) {
+		if err := ended(); err != nil || ctx.Err() != nil {
+			return err
 		}
 		return errors.New("watch: informers did not sync")
 	}
@@ -164,52 +151,34 @@ func (w *Watcher) Run(ctx context.Context) error {
 
 	r := &reconciler{w: w, logf: logf, service: service}
 	kick()
-	var retry <-chan time.Time
+	var retry *time.Timer
+	defer func() {
+		if retry != nil {
+			retry.Stop()
+		}
+	}()
 	failures := 0
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case err := <-forbidden: // RBAC taken away while watching
-			return err
-		case <-trigger:
-		case <-retry:
+	for burst.Wait(ctx.Done()) {
+		if retry != nil {
+			retry.Stop()
 		}
-		// Debounce: wait until events stop for a moment (at most 10 quiet periods).
-		quiet := time.NewTimer(debounce)
-		limit := time.NewTimer(10 * debounce)
-	burst:
-		for {
-			select {
-			case <-ctx.Done():
-				quiet.Stop()
-				limit.Stop()
-				return nil
-			case <-trigger:
-				quiet.Reset(debounce)
-			case <-quiet.C:
-				break burst
-			case <-limit.C:
-				break burst
-			}
-		}
-		quiet.Stop()
-		limit.Stop()
-
 		if err := r.reconcile(ctx); err != nil {
 			if ctx.Err() != nil {
-				return nil
+				break
 			}
 			failures++
 			delay := min(time.Minute, time.Second<<min(failures-1, 6))
 			logf("error: %v (retrying in %v)", err, delay)
-			retry = time.After(delay)
+			retry = time.AfterFunc(delay, kick)
 		} else {
 			failures = 0
-			retry = nil
 		}
 	}
+	return ended()
 }
+
+// forbiddenError is what ends Run when RBAC denies a list or watch.
+type forbiddenError struct{ error }
 
 func orDefault(d, def time.Duration) time.Duration {
 	if d > 0 {
@@ -224,7 +193,7 @@ type reconciler struct {
 	logf     func(string, ...any)
 	service  func() (*corev1.Service, error)
 	servers  []netip.AddrPort // last desired servers, to log their changes
-	warnings map[string]bool  // warnings already logged
+	warnings logonce.Set      // the hops' warnings, each logged when it appears
 	missing  bool             // the Service was missing last time
 }
 
@@ -250,17 +219,14 @@ func (r *reconciler) reconcile(ctx context.Context) error {
 		r.logf("desired: %s → %s", strings.Join(r.w.Zones, ","), FormatServers(servers))
 		r.servers = servers
 	}
+	var warnings []string
+	defer func() {
+		r.warnings.Replace(warnings)
+		r.warnings.Flush(func(w string) { r.logf("warning: %s", w) })
+	}()
 	for _, p := range append([]*Patcher{r.w.Patcher}, r.w.Hops...) {
 		res, err := p.Apply(ctx, r.w.Zones, servers)
-		for _, warning := range res.Warnings {
-			if !r.warnings[warning] {
-				r.logf("warning: %s", warning)
-				if r.warnings == nil {
-					r.warnings = map[string]bool{}
-				}
-				r.warnings[warning] = true
-			}
-		}
+		warnings = append(warnings, res.Warnings...)
 		if err != nil {
 			return err
 		}

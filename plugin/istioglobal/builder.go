@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/coredns-istio/coredns-istio/internal/debounce"
 	"github.com/coredns-istio/coredns-istio/plugin/istioglobal/vip"
 	"github.com/coredns/coredns/plugin"
 )
@@ -20,7 +21,7 @@ const coalesceDelay = 10 * time.Millisecond
 // start takes over the table of the instance it replaces on reload, then launches the sources
 // and the builder that publishes a table of its own once all have synced.
 func (ig *IstioGlobal) start() error {
-	ig.changed = make(chan struct{}, 1)
+	ig.changed = debounce.New(0, 0, coalesceDelay)
 	ig.succeed()
 	for i, s := range ig.sources {
 		if err := s.start(ig.notify); err != nil {
@@ -53,41 +54,12 @@ func (ig *IstioGlobal) shutdown() error {
 	return nil
 }
 
-func (ig *IstioGlobal) notify() {
-	select {
-	case ig.changed <- struct{}{}:
-	default: // a rebuild is pending already and will see this change
-	}
-}
+func (ig *IstioGlobal) notify() { ig.changed.Signal() }
 
 func (ig *IstioGlobal) run() {
 	defer close(ig.done)
-	wait := time.NewTimer(0)
-	<-wait.C
-	var last time.Time // when the last build started
-	for {
-		select {
-		case <-ig.stop:
-			return
-		case <-ig.changed:
-		}
-		if d := coalesceDelay - time.Since(last); d > 0 {
-			wait.Reset(d)
-			select {
-			case <-ig.stop:
-				wait.Stop()
-				return
-			case <-wait.C:
-			}
-		}
+	for ig.changed.Wait(ig.stop) {
 		if ig.synced() {
-			// Changes signalled while waiting are read by this build: their signal must not
-			// cause another.
-			select {
-			case <-ig.changed:
-			default:
-			}
-			last = time.Now()
 			ig.rebuild()
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"sync/atomic"
 
+	"github.com/coredns-istio/coredns-istio/internal/debounce"
 	"github.com/coredns-istio/coredns-istio/plugin/istioglobal/vip"
 	"github.com/coredns/coredns/plugin"
 	"github.com/coredns/coredns/plugin/pkg/fall"
@@ -26,7 +27,7 @@ type IstioGlobal struct {
 	ns nameServer
 
 	table   atomic.Pointer[Table] // nil until every source has synced, or a predecessor's
-	changed chan struct{}         // capacity 1: a pending rebuild
+	changed *debounce.Burst       // a pending rebuild
 	stop    chan struct{}
 	done    chan struct{}
 	// Owned by the builder goroutine:

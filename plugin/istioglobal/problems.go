@@ -1,17 +1,16 @@
 package istioglobal
 
+import "github.com/coredns-istio/coredns-istio/internal/logonce"
+
 // problemSet is every problem of the input, kept by its owners (an entry, a host, a source's
 // unreadable files) and counted by text, so that each is logged once when it first appears,
 // however often its owner changes, and the skipped metric costs nothing to keep.
 type problemSet struct {
-	present map[string]int32  // text → owners that have it
-	before  map[string]int32  // texts touched since the last logNew: their count before
-	counts  map[[2]string]int // kind, reason → problems
+	logged logonce.Set
+	counts map[[2]string]int // kind, reason → problems
 }
 
-func newProblemSet() problemSet {
-	return problemSet{present: map[string]int32{}, before: map[string]int32{}, counts: map[[2]string]int{}}
-}
+func newProblemSet() problemSet { return problemSet{counts: map[[2]string]int{}} }
 
 // replace makes next the problems of the owner that had *owner.
 func (s *problemSet) replace(owner *[]Problem, next []Problem) {
@@ -28,14 +27,7 @@ func (s *problemSet) replace(owner *[]Problem, next []Problem) {
 }
 
 func (s *problemSet) count(p Problem, d int32) {
-	text := p.String()
-	if _, ok := s.before[text]; !ok {
-		s.before[text] = s.present[text]
-	}
-	s.present[text] += d
-	if s.present[text] <= 0 {
-		delete(s.present, text)
-	}
+	s.logged.Add(p.String(), d)
 	kr := [2]string{p.Kind, p.Reason}
 	if s.counts[kr] += int(d); s.counts[kr] <= 0 {
 		delete(s.counts, kr)
@@ -43,11 +35,4 @@ func (s *problemSet) count(p Problem, d int32) {
 }
 
 // logNew logs the problems that appeared since it last ran.
-func (s *problemSet) logNew() {
-	for text, n := range s.before {
-		if n == 0 && s.present[text] > 0 {
-			log.Warning(text)
-		}
-	}
-	clear(s.before)
-}
+func (s *problemSet) logNew() { s.logged.Flush(func(t string) { log.Warning(t) }) }

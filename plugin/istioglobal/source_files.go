@@ -13,13 +13,14 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/coredns-istio/coredns-istio/internal/debounce"
 	"github.com/fsnotify/fsnotify"
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/yaml"
 )
 
-// fileSettleDelay is how long after a file event the files are read again.
+// fileSettleDelay is how long after the last of a burst of file events the files are read again.
 const fileSettleDelay = 50 * time.Millisecond
 
 // fileSource serves ServiceEntries from YAML or JSON files: multi-document files, and the
@@ -57,38 +58,32 @@ func (f *fileSource) start(notify func()) error {
 	f.watcher = w
 	f.done = make(chan struct{})
 	f.changed.Store(true)
+	// A save is several events (create, write, chmod, a ConfigMap volume's symlink swap): tell
+	// the builder once they have stopped, so that it reads the files once, whole.
+	settle := debounce.New(fileSettleDelay, 10*fileSettleDelay, 0)
+	closed := make(chan struct{})
 	go func() {
-		defer close(f.done)
-		// A save is several events (create, write, chmod, a ConfigMap volume's symlink swap):
-		// tell the builder a moment after the first, so that it reads the files once, whole.
-		settled := time.NewTimer(0)
-		<-settled.C
-		defer settled.Stop()
-		pending := false
-		changed := func() {
-			if !pending {
-				pending = true
-				settled.Reset(fileSettleDelay)
-			}
-		}
+		defer close(closed)
 		for {
 			select {
 			case _, ok := <-w.Events:
 				if !ok {
 					return
 				}
-				changed()
 			case err, ok := <-w.Errors:
 				if !ok {
 					return
 				}
-				log.Warningf("files: watch: %v", err)
-				changed() // an overflow may have hidden a change
-			case <-settled.C:
-				pending = false
-				f.changed.Store(true)
-				notify()
+				log.Warningf("files: watch: %v", err) // an overflow may have hidden a change
 			}
+			settle.Signal()
+		}
+	}()
+	go func() {
+		defer close(f.done)
+		for settle.Wait(closed) {
+			f.changed.Store(true)
+			notify()
 		}
 	}()
 	notify()

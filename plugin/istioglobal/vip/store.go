@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/coredns-istio/coredns-istio/internal/kube"
+	"github.com/coredns-istio/coredns-istio/internal/logonce"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -72,8 +73,8 @@ type Store struct {
 	term   context.Context   // the current leadership term; nil or done when not leading
 	failed map[string]string // reason → the error last logged for it, until it recovers
 
-	conflicted map[string]bool // hosts whose conflict was logged; owned by the reconciler
-	exhausted  map[string]bool // hosts whose exhaustion was logged; owned by the reconciler
+	conflicted logonce.Set // hosts whose conflict was logged; owned by the reconciler
+	exhausted  logonce.Set // hosts whose exhaustion was logged; owned by the reconciler
 }
 
 // demanded is what one rebuild asked for.
@@ -406,17 +407,14 @@ func (s *Store) warnExhausted(hosts []string) {
 	})
 }
 
-// warnNew logs msg(host) for each host that was not in *seen, and makes hosts the new *seen:
-// each problem is logged once, when it appears.
-func warnNew(seen *map[string]bool, hosts []string, msg func(string) string) {
-	now := make(map[string]bool, len(hosts))
-	for _, h := range hosts {
-		now[h] = true
-		if !(*seen)[h] {
-			log.Warning(msg(h))
-		}
+// warnNew makes the problems of hosts the ones present in seen, and logs those that are new.
+func warnNew(seen *logonce.Set, hosts []string, msg func(string) string) {
+	texts := make([]string, len(hosts))
+	for i, h := range hosts {
+		texts[i] = msg(h)
 	}
-	*seen = now
+	seen.Replace(texts)
+	seen.Flush(func(t string) { log.Warning(t) })
 }
 
 // storeError is a failure to count and log under reason.
