@@ -8,26 +8,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coredns-istio/coredns-istio/internal/poll"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 )
-
-func waitFor(t *testing.T, what string, f func() error) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: %v", what, err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
 
 func TestCampaign(t *testing.T) {
 	client := fake.NewClientset()
@@ -85,7 +71,7 @@ func TestCampaign(t *testing.T) {
 	}
 
 	a := start("a")
-	waitFor(t, "a leads", leads(a, "a"))
+	poll.Until(t, 5*time.Second, leads(a, "a"))
 	b := start("b")
 	time.Sleep(300 * time.Millisecond)
 	if b.running.Load() || holder() != "a" {
@@ -101,7 +87,7 @@ func TestCampaign(t *testing.T) {
 	if a.running.Load() {
 		t.Error("a's lead still running after Run returned")
 	}
-	waitFor(t, "b leads", leads(b, "b"))
+	poll.Until(t, 5*time.Second, leads(b, "b"))
 	if d := time.Since(stopped); d > lease.LeaseDuration {
 		t.Errorf("b took over %v after a stopped: the Lease was not released", d)
 	}
@@ -109,14 +95,14 @@ func TestCampaign(t *testing.T) {
 	// b cannot renew: its term ends, and it campaigns again; once the API server is back it
 	// leads a second term.
 	unreachable.Store(true)
-	waitFor(t, "b's term ends", func() error {
+	poll.Until(t, 5*time.Second, func() error {
 		if b.running.Load() {
 			return errors.New("still leading")
 		}
 		return nil
 	})
 	unreachable.Store(false)
-	waitFor(t, "b leads again", leads(b, "b"))
+	poll.Until(t, 5*time.Second, leads(b, "b"))
 	if n := b.terms.Load(); n != 2 {
 		t.Errorf("b led %d terms, want 2", n)
 	}

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coredns-istio/coredns-istio/internal/poll"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -19,22 +20,6 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 )
-
-// waitFor polls f every 10ms for up to 5s.
-func waitFor(t *testing.T, what string, f func() error) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: %v", what, err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
 
 func globalServers(client *fake.Clientset) (string, error) {
 	cm, err := client.CoreV1().ConfigMaps("kube-system").Get(context.Background(), "kube-dns", metav1.GetOptions{})
@@ -84,7 +69,7 @@ func TestWatcher(t *testing.T) {
 		logMu.Unlock()
 	}()
 
-	waitFor(t, "initial apply", wantGlobal(client, "10.0.0.53"))
+	poll.Until(t, 5*time.Second, wantGlobal(client, "10.0.0.53"))
 
 	// The Service changes its addresses: the config follows.
 	svcs := client.CoreV1().Services("istio-system")
@@ -93,14 +78,14 @@ func TestWatcher(t *testing.T) {
 	if _, err := svcs.Update(ctx, svc, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "Service change", wantGlobal(client, "10.0.0.54,fd00:10::54"))
+	poll.Until(t, 5*time.Second, wantGlobal(client, "10.0.0.54,fd00:10::54"))
 
 	// Someone reverts the ConfigMap: re-applied, their other key kept.
 	cms := client.CoreV1().ConfigMaps("kube-system")
 	if _, err := cms.Update(ctx, configMap("kube-dns", map[string]string{"upstreamNameservers": `["8.8.8.8"]`, "x": "y"}), metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "revert", func() error {
+	poll.Until(t, 5*time.Second, func() error {
 		cm, err := cms.Get(ctx, "kube-dns", metav1.GetOptions{})
 		if err != nil || cm.Data["x"] != "y" || cm.Data["upstreamNameservers"] != `["8.8.8.8"]` {
 			return fmt.Errorf("%v %q", err, cm.Data)
@@ -112,7 +97,7 @@ func TestWatcher(t *testing.T) {
 	if err := svcs.Delete(ctx, svc.Name, metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "log of the deletion", func() error {
+	poll.Until(t, 5*time.Second, func() error {
 		logMu.Lock()
 		defer logMu.Unlock()
 		if !strings.Contains(log.String(), "not found") {
@@ -127,7 +112,7 @@ func TestWatcher(t *testing.T) {
 	if _, err := svcs.Create(ctx, svc, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "recreated Service", wantGlobal(client, "10.0.0.99"))
+	poll.Until(t, 5*time.Second, wantGlobal(client, "10.0.0.99"))
 }
 
 // TestWatcherDebounces: a burst of events costs a few applies, not one per event.
@@ -147,7 +132,7 @@ func TestWatcherDebounces(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- w.Run(ctx) }()
-	waitFor(t, "initial apply", wantGlobal(client, "10.0.0.53"))
+	poll.Until(t, 5*time.Second, wantGlobal(client, "10.0.0.53"))
 	time.Sleep(300 * time.Millisecond)
 	before := gets.Load()
 	for i := range 50 {
@@ -198,14 +183,14 @@ func TestWatcherKeepsEveryHop(t *testing.T) {
 		}
 		return nil
 	}
-	waitFor(t, "CoreDNS", corefileForwards)
-	waitFor(t, "the cache's hop", wantGlobal(client, "10.0.0.53"))
+	poll.Until(t, 5*time.Second, corefileForwards)
+	poll.Until(t, 5*time.Second, wantGlobal(client, "10.0.0.53"))
 
 	cms := client.CoreV1().ConfigMaps("kube-system")
 	if _, err := cms.Update(ctx, configMap("kube-dns", map[string]string{"stubDomains": `{"acme.local": ["1.2.3.4"]}`}), metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the cache's hop put back", wantGlobal(client, "10.0.0.53"))
+	poll.Until(t, 5*time.Second, wantGlobal(client, "10.0.0.53"))
 	if err := corefileForwards(); err != nil {
 		t.Error(err)
 	}

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coredns-istio/coredns-istio/internal/poll"
 	"github.com/coredns/coredns/plugin/pkg/dnstest"
 	"github.com/coredns/coredns/plugin/test"
 	"github.com/miekg/dns"
@@ -69,7 +70,7 @@ func TestReloadHandsTheTableOver(t *testing.T) {
 	lineage := t.Name()
 	oldSrc := entriesSource(se("foo", "a", 0, hosts("a.bar.global"), "240.0.0.1"))
 	old := startInstance(t, lineage, oldSrc)
-	eventually(t, 2*time.Second, wantAnswer(t, old, "a.bar.global.", "240.0.0.1"))
+	poll.Until(t, 2*time.Second, wantAnswer(t, old, "a.bar.global.", "240.0.0.1"))
 
 	// The new instance's source has not synced: it serves what the old one served.
 	newSrc := gated(se("foo", "a", 0, hosts("a.bar.global"), "240.0.0.3"))
@@ -87,7 +88,7 @@ func TestReloadHandsTheTableOver(t *testing.T) {
 	// A change the old instance publishes before CoreDNS shuts it down is handed over too.
 	oldSrc.list.Store(&[]Entry{se("foo", "a", 0, hosts("a.bar.global"), "240.0.0.2")})
 	oldSrc.notify()
-	eventually(t, 2*time.Second, wantAnswer(t, old, "a.bar.global.", "240.0.0.2"))
+	poll.Until(t, 2*time.Second, wantAnswer(t, old, "a.bar.global.", "240.0.0.2"))
 	old.shutdown()
 	if got := answers(t, reloaded, "a.bar.global."); got != "240.0.0.2" {
 		t.Fatalf("after the old instance shut down: %s, want its last table's 240.0.0.2", got)
@@ -96,7 +97,7 @@ func TestReloadHandsTheTableOver(t *testing.T) {
 	// Once synced, the new instance serves its own table, with a later serial.
 	inherited := reloaded.table.Load()
 	newSrc.sync()
-	eventually(t, 2*time.Second, wantAnswer(t, reloaded, "a.bar.global.", "240.0.0.3"))
+	poll.Until(t, 2*time.Second, wantAnswer(t, reloaded, "a.bar.global.", "240.0.0.3"))
 	if own := reloaded.table.Load(); !serialLess(inherited.serial, own.serial) {
 		t.Errorf("own serial %d, inherited %d: want it later", own.serial, inherited.serial)
 	}
@@ -104,7 +105,7 @@ func TestReloadHandsTheTableOver(t *testing.T) {
 
 func TestNoHandoverAcrossLineages(t *testing.T) {
 	first := startInstance(t, t.Name()+"/a", entriesSource(se("foo", "a", 0, hosts("a.bar.global"), "240.0.0.1")))
-	eventually(t, 2*time.Second, wantAnswer(t, first, "a.bar.global.", "240.0.0.1"))
+	poll.Until(t, 2*time.Second, wantAnswer(t, first, "a.bar.global.", "240.0.0.1"))
 	other := startInstance(t, t.Name()+"/b", gated())
 	if other.Ready() {
 		t.Error("another server block's instance is ready before its sources synced")
@@ -118,7 +119,7 @@ func TestNoHandoverAcrossLineages(t *testing.T) {
 func TestReloadWhileUnsynced(t *testing.T) {
 	lineage := t.Name()
 	first := startInstance(t, lineage, entriesSource(se("foo", "a", 0, hosts("a.bar.global"), "240.0.0.1")))
-	eventually(t, 2*time.Second, wantAnswer(t, first, "a.bar.global.", "240.0.0.1"))
+	poll.Until(t, 2*time.Second, wantAnswer(t, first, "a.bar.global.", "240.0.0.1"))
 	prev := first
 	for i := range 3 {
 		next := startInstance(t, lineage, gated())
@@ -133,14 +134,14 @@ func TestReloadWhileUnsynced(t *testing.T) {
 func TestNoOpChangesPublishNothing(t *testing.T) {
 	src := entriesSource(se("foo", "a", 0, hosts("a.bar.global"), "240.0.0.1"))
 	ig := startPlugin(t, src)
-	eventually(t, 2*time.Second, wantAnswer(t, ig, "a.bar.global.", "240.0.0.1"))
+	poll.Until(t, 2*time.Second, wantAnswer(t, ig, "a.bar.global.", "240.0.0.1"))
 	published := ig.table.Load()
 
 	// The same entries, as a resync or a touched file gives them: read, but not published.
 	unchanged := testutil.ToFloat64(builds.WithLabelValues("unchanged"))
 	src.list.Store(&[]Entry{se("foo", "a", 0, hosts("a.bar.global"), "240.0.0.1")})
 	src.notify()
-	eventually(t, 2*time.Second, func() error {
+	poll.Until(t, 2*time.Second, func() error {
 		if testutil.ToFloat64(builds.WithLabelValues("unchanged")) == unchanged {
 			return fmt.Errorf("not read again")
 		}
@@ -152,7 +153,7 @@ func TestNoOpChangesPublishNothing(t *testing.T) {
 
 	src.list.Store(&[]Entry{se("foo", "a", 0, hosts("a.bar.global"), "240.0.0.2")})
 	src.notify()
-	eventually(t, 2*time.Second, wantAnswer(t, ig, "a.bar.global.", "240.0.0.2"))
+	poll.Until(t, 2*time.Second, wantAnswer(t, ig, "a.bar.global.", "240.0.0.2"))
 	if s := ig.table.Load().serial; !serialLess(published.serial, s) {
 		t.Errorf("serial %d after a change, %d before", s, published.serial)
 	}
@@ -169,7 +170,7 @@ func TestKubeSourceIgnoresUpdatesThatChangeNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(ks.stop)
-	eventually(t, 5*time.Second, func() error {
+	poll.Until(t, 5*time.Second, func() error {
 		if !ks.synced() {
 			return fmt.Errorf("not synced")
 		}
@@ -200,7 +201,7 @@ func TestKubeSourceIgnoresUpdatesThatChangeNothing(t *testing.T) {
 	}
 	waitFor := func(after int64) {
 		t.Helper()
-		eventually(t, 5*time.Second, func() error {
+		poll.Until(t, 5*time.Second, func() error {
 			if notified.Load() == after {
 				return fmt.Errorf("no notification")
 			}
@@ -236,7 +237,7 @@ func TestReloadBeforeTheFirstSync(t *testing.T) {
 	old := startInstance(t, lineage, oldSrc)
 	reloaded := startInstance(t, lineage, gated())
 	oldSrc.sync()
-	eventually(t, 2*time.Second, wantAnswer(t, old, "a.bar.global.", "240.0.0.1"))
+	poll.Until(t, 2*time.Second, wantAnswer(t, old, "a.bar.global.", "240.0.0.1"))
 	old.shutdown()
 	if got := answers(t, reloaded, "a.bar.global."); got != "240.0.0.1" {
 		t.Errorf("reloaded before the first sync: %s, want the old instance's table", got)
@@ -248,7 +249,7 @@ func TestReloadBeforeTheFirstSync(t *testing.T) {
 func TestResumeAfterShutdownChangesNothing(t *testing.T) {
 	lineage := t.Name()
 	old := startInstance(t, lineage, entriesSource(se("foo", "a", 0, hosts("a.bar.global"), "240.0.0.1")))
-	eventually(t, 2*time.Second, wantAnswer(t, old, "a.bar.global.", "240.0.0.1"))
+	poll.Until(t, 2*time.Second, wantAnswer(t, old, "a.bar.global.", "240.0.0.1"))
 	reloaded := startInstance(t, lineage, entriesSource(se("foo", "a", 0, hosts("a.bar.global"), "240.0.0.2")))
 	old.shutdown()
 	old.resume()

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coredns-istio/coredns-istio/internal/poll"
 	networkingapi "istio.io/api/networking/v1alpha3"
 	"istio.io/client-go/pkg/clientset/versioned/fake"
 	kruntime "k8s.io/apimachinery/pkg/runtime"
@@ -31,7 +32,7 @@ func TestInformerMemory(t *testing.T) {
 	before := heapInUse()
 	ks := &kubeSource{client: client}
 	ig := startPlugin(t, ks)
-	eventually(t, 30*time.Second, func() error {
+	poll.Until(t, 30*time.Second, func() error {
 		if ig.table.Load() == nil {
 			return fmt.Errorf("not synced")
 		}

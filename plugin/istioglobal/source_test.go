@@ -12,28 +12,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coredns-istio/coredns-istio/internal/poll"
 	"github.com/coredns/coredns/plugin/test"
 	networkingapi "istio.io/api/networking/v1alpha3"
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 	"istio.io/client-go/pkg/clientset/versioned/fake"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
-
-// eventually polls cond until it returns nil or the timeout passes.
-func eventually(t *testing.T, timeout time.Duration, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %v: %v", timeout, err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
 
 // answers is the A values the plugin's current table gives name, as a string for messages.
 func answers(t *testing.T, ig *IstioGlobal, name string) string {
@@ -160,10 +145,10 @@ func TestFileSourceFollowsChanges(t *testing.T) {
 	file := filepath.Join(dir, "se.yaml")
 	writeFile(t, file, seedYAML)
 	ig := startPlugin(t, newFileSource([]string{file}))
-	eventually(t, 2*time.Second, wantAnswer(t, ig, "httpbin.bar.global.", "127.255.0.2"))
+	poll.Until(t, 2*time.Second, wantAnswer(t, ig, "httpbin.bar.global.", "127.255.0.2"))
 
 	writeFile(t, file, strings.Replace(seedYAML, "127.255.0.2", "127.255.0.3", 1))
-	eventually(t, 2*time.Second, wantAnswer(t, ig, "httpbin.bar.global.", "127.255.0.3"))
+	poll.Until(t, 2*time.Second, wantAnswer(t, ig, "httpbin.bar.global.", "127.255.0.3"))
 
 	// Replaced by rename, as editors and ConfigMap volumes do.
 	tmp := filepath.Join(dir, ".se.yaml.tmp")
@@ -171,11 +156,11 @@ func TestFileSourceFollowsChanges(t *testing.T) {
 	if err := os.Rename(tmp, file); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 2*time.Second, wantAnswer(t, ig, "httpbin.bar.global.", "127.255.0.4"))
+	poll.Until(t, 2*time.Second, wantAnswer(t, ig, "httpbin.bar.global.", "127.255.0.4"))
 
 	// Broken: the document is skipped, the other one keeps serving.
 	writeFile(t, file, strings.Replace(seedYAML, "kind: ServiceEntry\nmetadata:\n  name: httpbin-bar", "kind: ServiceEntry\nmetadata: [", 1))
-	eventually(t, 2*time.Second, wantAnswer(t, ig, "httpbin.bar.global.", "NXDOMAIN"))
+	poll.Until(t, 2*time.Second, wantAnswer(t, ig, "httpbin.bar.global.", "NXDOMAIN"))
 	if got := answers(t, ig, "nons.bar.global."); got != "240.0.0.9" {
 		t.Errorf("the rest of the file: %s", got)
 	}
@@ -183,7 +168,7 @@ func TestFileSourceFollowsChanges(t *testing.T) {
 	if err := os.Remove(file); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 2*time.Second, wantAnswer(t, ig, "nons.bar.global.", "NXDOMAIN"))
+	poll.Until(t, 2*time.Second, wantAnswer(t, ig, "nons.bar.global.", "NXDOMAIN"))
 }
 
 func serviceEntry(ns, name string, hosts []string, addrs ...string) *networkingv1.ServiceEntry {
@@ -205,7 +190,7 @@ func TestKubeSource(t *testing.T) {
 	)
 	ks := &kubeSource{client: client}
 	ig := startPlugin(t, ks)
-	eventually(t, 5*time.Second, wantAnswer(t, ig, "httpbin.bar.global.", "127.255.0.2"))
+	poll.Until(t, 5*time.Second, wantAnswer(t, ig, "httpbin.bar.global.", "127.255.0.2"))
 	if got := answers(t, ig, "helloworld.hello.global."); got != "127.255.0.8" {
 		t.Errorf("helloworld: %s", got)
 	}
@@ -215,15 +200,15 @@ func TestKubeSource(t *testing.T) {
 	if _, err := ses.Create(ctx, serviceEntry("foo", "new", []string{"new.bar.global"}, "240.0.0.1"), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 2*time.Second, wantAnswer(t, ig, "new.bar.global.", "240.0.0.1"))
+	poll.Until(t, 2*time.Second, wantAnswer(t, ig, "new.bar.global.", "240.0.0.1"))
 	if _, err := ses.Update(ctx, serviceEntry("foo", "new", []string{"new.bar.global"}, "240.0.0.2"), metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 2*time.Second, wantAnswer(t, ig, "new.bar.global.", "240.0.0.2"))
+	poll.Until(t, 2*time.Second, wantAnswer(t, ig, "new.bar.global.", "240.0.0.2"))
 	if err := ses.Delete(ctx, "new", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 2*time.Second, wantAnswer(t, ig, "new.bar.global.", "NXDOMAIN"))
+	poll.Until(t, 2*time.Second, wantAnswer(t, ig, "new.bar.global.", "NXDOMAIN"))
 
 	// The cache keeps what build reads, as our own type, and nothing else.
 	for _, o := range ks.indexers[0].List() {
@@ -241,7 +226,7 @@ func TestKubeSourceNamespaces(t *testing.T) {
 		serviceEntry("baz", "c", []string{"c.bar.global"}, "240.0.0.3"),
 	)
 	ig := startPlugin(t, &kubeSource{client: client, namespaces: []string{"foo", "baz"}})
-	eventually(t, 5*time.Second, wantAnswer(t, ig, "a.bar.global.", "240.0.0.1"))
+	poll.Until(t, 5*time.Second, wantAnswer(t, ig, "a.bar.global.", "240.0.0.1"))
 	for name, want := range map[string]string{"b.bar.global.": "NXDOMAIN", "c.bar.global.": "240.0.0.3"} {
 		if got := answers(t, ig, name); got != want {
 			t.Errorf("%s: %s, want %s", name, got, want)
@@ -264,7 +249,7 @@ func TestShutdownStopsEverything(t *testing.T) {
 		if err := ig.start(); err != nil {
 			t.Fatal(err)
 		}
-		eventually(t, 5*time.Second, wantAnswer(t, ig, "a.bar.global.", "240.0.0.1"))
+		poll.Until(t, 5*time.Second, wantAnswer(t, ig, "a.bar.global.", "240.0.0.1"))
 		if got := answers(t, ig, "httpbin.bar.global."); got != "127.255.0.2" {
 			t.Errorf("both sources feed one table: httpbin %s", got)
 		}
@@ -272,7 +257,7 @@ func TestShutdownStopsEverything(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	eventually(t, 5*time.Second, func() error {
+	poll.Until(t, 5*time.Second, func() error {
 		if n := runtime.NumGoroutine(); n > before {
 			return fmt.Errorf("%d goroutines after shutdown, %d before", n, before)
 		}
@@ -300,7 +285,7 @@ func TestBurstsCoalesce(t *testing.T) {
 	src := &countingSource{}
 	src.list.Store(&[]Entry{})
 	ig := startPlugin(t, src)
-	eventually(t, 2*time.Second, func() error {
+	poll.Until(t, 2*time.Second, func() error {
 		if !ig.Ready() {
 			return fmt.Errorf("not ready")
 		}
@@ -314,7 +299,7 @@ func TestBurstsCoalesce(t *testing.T) {
 		src.notify()
 	}
 	burst := time.Since(start)
-	eventually(t, 2*time.Second, wantAnswer(t, ig, "e.bar.global.", "240.0.3.250"))
+	poll.Until(t, 2*time.Second, wantAnswer(t, ig, "e.bar.global.", "240.0.3.250"))
 	time.Sleep(3 * coalesceDelay)
 	// One build at the start, one per window the burst lasts, one at its end.
 	if n, most := src.reads.Load()-base, int64(burst/coalesceDelay)+2; n > most {

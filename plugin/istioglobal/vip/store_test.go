@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coredns-istio/coredns-istio/internal/poll"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	coordinationv1 "k8s.io/api/coordination/v1"
@@ -54,7 +55,7 @@ func startStoreOn(t *testing.T, client *fake.Clientset) (*Store, *atomic.Int32) 
 		t.Fatal(err)
 	}
 	t.Cleanup(s.Stop)
-	eventually(t, 5*time.Second, func() error {
+	poll.Until(t, 5*time.Second, func() error {
 		if !s.Synced() {
 			return fmt.Errorf("not synced")
 		}
@@ -119,7 +120,7 @@ func noneReserved(netip.Addr) bool { return false }
 func liveHosts(t *testing.T, s *Store, hosts ...string) map[string]VIPs {
 	t.Helper()
 	var live map[string]VIPs
-	eventually(t, 5*time.Second, func() error {
+	poll.Until(t, 5*time.Second, func() error {
 		live, _ = s.Current()
 		if got := slices.Sorted(maps.Keys(live)); !slices.Equal(got, slices.Sorted(slices.Values(hosts))) {
 			return fmt.Errorf("current serves %v, want %v", got, hosts)
@@ -131,7 +132,7 @@ func liveHosts(t *testing.T, s *Store, hosts ...string) map[string]VIPs {
 
 func waitLeading(t *testing.T, s *Store) {
 	t.Helper()
-	eventually(t, 5*time.Second, func() error {
+	poll.Until(t, 5*time.Second, func() error {
 		if !s.leading() {
 			return fmt.Errorf("not leading")
 		}
@@ -295,14 +296,14 @@ func TestAllocationStoreKeepsConflictingVIPs(t *testing.T) {
 	if live["a.x.global."] != a {
 		t.Errorf("a moved to %v", live["a.x.global."])
 	}
-	eventually(t, 5*time.Second, func() error {
+	poll.Until(t, 5*time.Second, func() error {
 		if v := value(allocationConflicts); v != 1 {
 			return fmt.Errorf("conflicts gauge %v, want 1", v)
 		}
 		return nil
 	})
 	s.Demand([]string{"a.x.global.", "b.x.global."}, noneReserved)
-	eventually(t, 5*time.Second, func() error {
+	poll.Until(t, 5*time.Second, func() error {
 		if v := value(allocationConflicts); v != 0 {
 			return fmt.Errorf("conflicts gauge %v once resolved, want 0", v)
 		}
@@ -351,7 +352,7 @@ func TestAllocationStoreWriteFailure(t *testing.T) {
 	before := value(allocationErrors.WithLabelValues(reasonWriteFailed))
 
 	s.Demand([]string{"a.x.global."}, noneReserved)
-	eventually(t, 5*time.Second, func() error {
+	poll.Until(t, 5*time.Second, func() error {
 		if value(allocationErrors.WithLabelValues(reasonWriteFailed)) < before+2 {
 			return fmt.Errorf("the failed write was not retried and counted")
 		}
@@ -431,7 +432,7 @@ func TestAllocationStoreGivesUpWaiting(t *testing.T) {
 	if s.Synced() {
 		t.Fatal("synced before the ConfigMap was read or the wait given up")
 	}
-	eventually(t, 5*time.Second, func() error {
+	poll.Until(t, 5*time.Second, func() error {
 		if !s.Synced() || notified.Load() == 0 {
 			return fmt.Errorf("synced=%v notified=%d after the sync timeout", s.Synced(), notified.Load())
 		}
@@ -450,29 +451,17 @@ func TestAllocationStoreReportsExhaustion(t *testing.T) {
 		hosts = append(hosts, fmt.Sprintf("h%d.x.global.", i))
 	}
 	s.Demand(hosts, noneReserved)
-	eventually(t, 5*time.Second, func() error {
+	poll.Until(t, 5*time.Second, func() error {
 		if v := value(allocationExhausted); v != 6 {
 			return fmt.Errorf("exhausted gauge %v, want 6", v)
 		}
 		return nil
 	})
 	s.Demand(hosts[:3], noneReserved) // those three keep theirs; nobody is left wanting
-	eventually(t, 5*time.Second, func() error {
+	poll.Until(t, 5*time.Second, func() error {
 		if v := value(allocationExhausted); v != 0 {
 			return fmt.Errorf("exhausted gauge %v, want 0", v)
 		}
 		return nil
 	})
-}
-
-// eventually polls cond until it returns nil or the timeout passes.
-func eventually(t *testing.T, timeout time.Duration, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for err := cond(); err != nil; err = cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("after %v: %v", timeout, err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
