@@ -124,7 +124,7 @@ func (ig *IstioGlobal) rebuild() {
 
 // tableConfig is the plugin's configuration as build takes it.
 func (ig *IstioGlobal) tableConfig() tableConfig {
-	c := tableConfig{zones: ig.Zones, ttl: ig.ttl, ns: ig.ns}
+	c := tableConfig{zones: ig.Zones, ttl: ig.ttl, ns: ig.ns, export: ig.export}
 	if c.ns.name == "" { // not set up by parse
 		c.ns = defaultNameServer(ig.Zones, nil)
 	}

@@ -1,7 +1,9 @@
 package istioglobal
 
 import (
+	"cmp"
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 	"strings"
@@ -13,11 +15,12 @@ import (
 
 // tableConfig is what the engine takes besides the entries: the plugin's configuration.
 type tableConfig struct {
-	zones []string // lower-case FQDNs
-	ttl   uint32
-	ns    nameServer
-	alloc allocFunc               // nil: autoallocate off
-	pool  func(netip.Prefix) bool // whether a prefix overlaps the autoallocate ranges; nil: any may
+	zones  []string // lower-case FQDNs
+	ttl    uint32
+	ns     nameServer
+	alloc  allocFunc               // nil: autoallocate off
+	pool   func(netip.Prefix) bool // whether a prefix overlaps the autoallocate ranges; nil: any may
+	export exportPolicy
 }
 
 // nameServer is the target of every zone's NS record and SOA MNAME. With addresses, it is a
@@ -55,6 +58,7 @@ type entryRec struct {
 	hosts    []*hostState   // its hosts in the zones, each once, in the order it lists them
 	status   [][]netip.Addr // by host: its status.addresses, when spec has no usable one
 	problems []Problem
+	scope    scope
 	hasSpec  bool // spec.addresses has a usable address
 	served   bool // contributes at least one name
 	other    bool // has no host in the zones
@@ -96,8 +100,9 @@ type hostVIP struct {
 
 // draft is a host derived from its entries in this commit, before VIPs.
 type draft struct {
-	info    *hostInfo // nil: no entry holds the host any more
-	dropped int       // addresses beyond maxAddressesPerHost
+	info     *hostInfo // nil: no entry holds the host any more
+	dropped  int       // addresses beyond maxAddressesPerHost
+	shadowed []*entryRec
 }
 
 // engine is the writer of tables. It is not safe for concurrent use: the builder owns it.
@@ -238,10 +243,12 @@ func (e *engine) addEntry(id entryID, ent *Entry) {
 		e.stats.other++
 		return
 	}
-	if !ent.exported() {
-		problems = append(problems, Problem{kindEntry, reasonNotExported, key, fmt.Sprintf("exportTo %q", ent.ExportTo)})
+	sc, p := e.cfg.export.scopeOf(ent)
+	if p != nil {
+		problems = append(problems, *p)
 		return
 	}
+	rec.scope = sc
 	spec, problems := parseAddresses(key, "spec.addresses", ent.Addresses, problems)
 	rec.hasSpec = len(spec) > 0
 	var status map[string][]string // canonical host → its status.addresses, read once per entry
@@ -393,7 +400,7 @@ func (e *engine) derive(h *hostState) {
 	var d draft
 	wants := false
 	if len(h.holders) > 0 {
-		info := &hostInfo{name: h.name, nEntries: len(h.holders)}
+		info := &hostInfo{name: h.name}
 		optOut := false
 		var seen map[netip.Addr]struct{} // for hosts with many addresses
 		v4, v6 := 0, 0
@@ -422,27 +429,28 @@ func (e *engine) derive(h *hostState) {
 				seen[a] = struct{}{}
 			}
 		}
+		answered, shadowed := e.scopes(h)
 		for _, rec := range h.holders {
+			if shadowed[rec.scope] {
+				d.shadowed = append(d.shadowed, rec)
+				continue
+			}
 			if len(info.entries) < maxFactsPerKind {
 				info.entries = append(info.entries, rec.id.key)
 			}
+			info.nEntries++
 			optOut = optOut || rec.e.Labels[optOutLabel] == "false"
-			switch {
-			case rec.hasSpec:
-				for _, s := range rec.e.Addresses {
-					if a, _, err := parseAddress(s); err == nil {
-						add(a, fromSpec)
-					}
-				}
-			case rec.status != nil:
-				for _, a := range rec.status[e.indexOf(rec, h)] {
-					add(a, fromStatus)
-				}
-			}
+			e.declared(rec, h, add)
 			info.addPorts(rec.e.Ports)
 		}
 		if len(h.holders) == 1 && slices.Equal(info.ports, h.holders[0].e.Ports) {
 			info.ports = h.holders[0].e.Ports // share the cache's slice
+		}
+		if len(d.shadowed) > 0 {
+			info.conflict = &scopeConflict{answered: answered, n: len(d.shadowed)}
+			for _, rec := range d.shadowed[:min(len(d.shadowed), maxFactsPerKind)] {
+				info.conflict.entries = append(info.conflict.entries, rec.id.key+" (exportTo "+rec.scope.String()+")")
+			}
 		}
 		d.info = info
 		wants = e.allocating && len(info.addrs) == 0 && !optOut && !h.wildcard
@@ -460,6 +468,75 @@ func (e *engine) derive(h *hostState) {
 		delete(e.wants, h)
 		h.vip = nil
 	}
+}
+
+// declared calls add with each address an entry declares for h: its spec.addresses, or else
+// the status.addresses Istio wrote for h.
+func (e *engine) declared(rec *entryRec, h *hostState, add func(netip.Addr, origin)) {
+	switch {
+	case rec.hasSpec:
+		for _, s := range rec.e.Addresses {
+			if a, _, err := parseAddress(s); err == nil {
+				add(a, fromSpec)
+			}
+		}
+	case rec.status != nil:
+		for _, a := range rec.status[e.indexOf(rec, h)] {
+			add(a, fromStatus)
+		}
+	}
+}
+
+// scopes settles a host whose entries have different scopes. Where they declare different
+// addresses, one scope is answered: mesh-wide if an entry of that scope declares addresses,
+// else the scope of the oldest entry that declares some. Every other scope that declares other
+// addresses is shadowed: its entries add nothing to the host. Entries that declare no address
+// never conflict. Hosts of one scope, the common case, cost one pass and no allocation.
+func (e *engine) scopes(h *hostState) (answered scope, shadowed map[scope]bool) {
+	first := h.holders[0].scope
+	mixed := false
+	for _, rec := range h.holders[1:] {
+		if rec.scope != first {
+			mixed = true
+			break
+		}
+	}
+	if !mixed {
+		return first, nil
+	}
+	sets := make(map[scope]map[netip.Addr]struct{})
+	var oldest, mesh *scope
+	for _, rec := range h.holders {
+		e.declared(rec, h, func(a netip.Addr, _ origin) {
+			set := sets[rec.scope]
+			if set == nil {
+				set = make(map[netip.Addr]struct{})
+				sets[rec.scope] = set
+			}
+			set[a] = struct{}{}
+		})
+		if sets[rec.scope] != nil {
+			if oldest == nil {
+				oldest = &rec.scope
+			}
+			if mesh == nil && rec.scope == meshScope {
+				mesh = &rec.scope
+			}
+		}
+	}
+	if oldest == nil {
+		return first, nil
+	}
+	answered = *cmp.Or(mesh, oldest)
+	for sc, set := range sets {
+		if sc != answered && !maps.EqualFunc(set, sets[answered], func(struct{}, struct{}) bool { return true }) {
+			if shadowed == nil {
+				shadowed = make(map[scope]bool)
+			}
+			shadowed[sc] = true
+		}
+	}
+	return answered, shadowed
 }
 
 func emptied[K comparable, V any](m map[K]V) map[K]V {

@@ -67,6 +67,10 @@ func (e *engine) finish(h *hostState) {
 			problems = append(problems, Problem{kindPort, reasonInvalidHost, entryNames(next),
 				fmt.Sprintf("%d SRV names for ports of %s: longer than a DNS name can be", tooLong, h.name)})
 		}
+		if c := next.conflict; c != nil {
+			problems = append(problems, Problem{kindHost, reasonScopeConflict, recNames(d.shadowed),
+				fmt.Sprintf("%s: declared with other addresses than the entries exported to %s, whose addresses are answered", h.name, c.answered)})
+		}
 		if h.vip != nil && h.vip.full {
 			problems = append(problems, Problem{kindAddress, reasonExhausted, entryNames(next),
 				fmt.Sprintf("no VIP for %s: the autoallocate ranges are full", h.name)})
@@ -272,7 +276,7 @@ func (e *engine) capped(h *hostInfo, d int) {
 	if h.morePort > 0 {
 		e.stats.capped[cappedSRV] += d
 	}
-	if h.nEntries > maxFactsPerKind || len(h.addrs) > maxFactsPerKind || h.morePort > 0 {
+	if h.nEntries > maxFactsPerKind || len(h.addrs) > maxFactsPerKind || h.morePort > 0 || h.conflict != nil && h.conflict.n > maxFactsPerKind {
 		e.stats.capped[cappedTXT] += d
 	}
 }
@@ -423,11 +427,23 @@ func parseAddress(s string) (netip.Addr, string, error) {
 }
 
 // entryNames names the entries of a host's problem: the first few, and how many more.
-func entryNames(h *hostInfo) string {
-	if h.nEntries <= maxEntriesNamed {
-		return strings.Join(h.entries, ",")
+func entryNames(h *hostInfo) string { return namesAndMore(h.entries, h.nEntries) }
+
+// recNames names the entries of a problem: the first few, and how many more.
+func recNames(recs []*entryRec) string {
+	names := make([]string, 0, min(len(recs), maxEntriesNamed))
+	for _, r := range recs[:min(len(recs), maxEntriesNamed)] {
+		names = append(names, r.id.key)
 	}
-	return strings.Join(h.entries[:maxEntriesNamed], ",") + " and " + strconv.Itoa(h.nEntries-maxEntriesNamed) + " more"
+	return namesAndMore(names, len(recs))
+}
+
+// namesAndMore joins the first names of n, and says how many more there are.
+func namesAndMore(names []string, n int) string {
+	if n <= maxEntriesNamed {
+		return strings.Join(names, ",")
+	}
+	return strings.Join(names[:maxEntriesNamed], ",") + " and " + strconv.Itoa(n-maxEntriesNamed) + " more"
 }
 
 func b2i(b bool) int {

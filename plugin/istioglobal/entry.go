@@ -4,7 +4,10 @@ import (
 	"cmp"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
+
+	"k8s.io/apimachinery/pkg/util/validation"
 )
 
 // Entry is one ServiceEntry reduced to what the table needs. Sources (the Kubernetes API, YAML
@@ -32,10 +35,71 @@ type Port struct {
 
 func (e *Entry) key() string { return e.Namespace + "/" + e.Name }
 
-// exported reports whether the entry is visible mesh-wide, the only entries a shared DNS
-// server may answer for.
-func (e *Entry) exported() bool {
-	return len(e.ExportTo) == 0 || slices.Contains(e.ExportTo, "*")
+// exportPolicy decides from exportTo which entries a shared server answers for: it cannot see
+// the namespace that asks, since the cluster DNS forwards for every pod.
+type exportPolicy struct {
+	meshOnly  bool     // serve only entries visible to every namespace ("visibility mesh")
+	defaultTo []string // what an empty exportTo means (MeshConfig defaultServiceExportTo); nil: "*"
+}
+
+// scope is who may see an entry: every namespace (meshScope), or the namespaces it is exported
+// to, sorted and comma-separated.
+type scope string
+
+const meshScope scope = "*"
+
+// scopeOf returns the scope of an entry under p, or why it is not served: exported to no
+// namespace ("~"), not mesh-wide under meshOnly, or an exportTo that Istio's validation rejects.
+func (p exportPolicy) scopeOf(e *Entry) (scope, *Problem) {
+	to, field := e.ExportTo, "exportTo"
+	if len(to) == 0 {
+		to, field = p.defaultTo, "exportTo (empty: the default)"
+		if len(to) == 0 {
+			return meshScope, nil
+		}
+	}
+	problem := func(reason, why string) (scope, *Problem) {
+		return "", &Problem{kindEntry, reason, e.key(), fmt.Sprintf("%s %q: %s", field, to, why)}
+	}
+	var namespaces []string
+	mesh, none := false, false
+	for _, v := range to {
+		switch v {
+		case "*":
+			mesh = true
+		case "~":
+			none = true
+		case ".":
+			namespaces = append(namespaces, e.Namespace)
+		default:
+			if errs := validation.IsDNS1123Label(v); len(errs) > 0 {
+				return problem(reasonInvalidExportTo, "not a namespace: "+errs[0])
+			}
+			namespaces = append(namespaces, v)
+		}
+	}
+	switch {
+	case none && len(to) > 1:
+		return problem(reasonInvalidExportTo, `"~" (no namespace) must be the only value`)
+	case mesh && len(to) > 1:
+		return problem(reasonInvalidExportTo, `"*" (every namespace) must be the only value`)
+	case none:
+		return problem(reasonNotExported, "exported to no namespace")
+	case mesh:
+		return meshScope, nil
+	case p.meshOnly:
+		return problem(reasonNotExported, "not exported to every namespace (visibility mesh)")
+	}
+	slices.Sort(namespaces)
+	return scope(strings.Join(slices.Compact(namespaces), ",")), nil
+}
+
+// String is the scope as the TXT facts and the logs show it.
+func (s scope) String() string {
+	if s == meshScope {
+		return "*"
+	}
+	return "[" + string(s) + "]"
 }
 
 // same reports whether e and o are the same to the table: an event between them (a
@@ -58,16 +122,18 @@ const (
 
 // Why it was skipped: the values of the reason label of the skipped_* metrics.
 const (
-	reasonNotExported = "not_exported" // exportTo does not include "*"
-	reasonNoHosts     = "no_hosts"     // spec.hosts is empty
-	reasonUnparsable  = "unparsable"   // a YAML document that is not a ServiceEntry we can read
-	reasonInvalidHost = "invalid_host" // not a DNS name, a bad wildcard, or the zone apex
-	reasonInvalid     = "invalid"      // not an IP address or CIDR
-	reasonCIDR        = "cidr"         // a CIDR wider than one address
-	reasonUnspecified = "unspecified"  // 0.0.0.0 or ::
-	reasonTooMany     = "too_many"     // more than maxAddressesPerHost for one host
-	reasonExhausted   = "exhausted"    // no free VIP left in the autoallocate ranges
-	reasonCorrupt     = "corrupt"      // an allocations entry that does not decode; its addresses stay held
+	reasonNotExported     = "not_exported"      // exportTo is "~", or not "*" under visibility mesh
+	reasonInvalidExportTo = "invalid_export_to" // an exportTo value Istio's validation rejects
+	reasonScopeConflict   = "scope_conflict"    // entries of another scope declare other addresses for the host
+	reasonNoHosts         = "no_hosts"          // spec.hosts is empty
+	reasonUnparsable      = "unparsable"        // a YAML document that is not a ServiceEntry we can read
+	reasonInvalidHost     = "invalid_host"      // not a DNS name, a bad wildcard, or the zone apex
+	reasonInvalid         = "invalid"           // not an IP address or CIDR
+	reasonCIDR            = "cidr"              // a CIDR wider than one address
+	reasonUnspecified     = "unspecified"       // 0.0.0.0 or ::
+	reasonTooMany         = "too_many"          // more than maxAddressesPerHost for one host
+	reasonExhausted       = "exhausted"         // no free VIP left in the autoallocate ranges
+	reasonCorrupt         = "corrupt"           // an allocations entry that does not decode; its addresses stay held
 )
 
 // Problem is one piece of input that is not served, with enough detail to fix it.

@@ -18,7 +18,8 @@ type IstioGlobal struct {
 	Fall  fall.F
 
 	ttl        uint32
-	debug      bool     // answer TXT with what serves a name
+	debug      bool // answer TXT with what serves a name
+	export     exportPolicy
 	namespaces []string // empty: all
 	sources    []source
 	allocator  *vip.Allocator // nil: autoallocate off

@@ -132,6 +132,19 @@ type oHost struct {
 	entries  []string // namespace/name of every entry that serves the host, oldest first
 	optOut   bool     // an entry carries the opt-out label: never allocate
 	pending  bool     // wants a VIP that the allocator neither gave nor found no room for
+	claims   []oClaim // what each entry says of the host, oldest first, until merged
+	answered scope    // with shadowed: the scope whose addresses are answered
+	shadowed []string // "namespace/name (exportTo ...)" of the entries of other scopes and addresses
+}
+
+// oClaim is what one entry says about one host.
+type oClaim struct {
+	key    string
+	scope  scope
+	addrs  []netip.Addr
+	origin string
+	ports  []Port
+	optOut bool
 }
 
 // oracleBuild turns entries into a oTable for the zones of c, whose SOA records carry serial. Hosts
@@ -164,11 +177,14 @@ func oracleBuild(entries []Entry, c tableConfig, serial uint32) *oTable {
 		for _, sa := range e.StatusAddresses {
 			t.reserved.add(sa.Value)
 		}
-		if t.addEntry(e, hosts, &order, c.ns.name) {
+		if t.addEntry(e, hosts, &order, c) {
 			t.entries++
 		}
 	}
 	t.reserved.seal()
+	for _, h := range order {
+		t.merge(h)
+	}
 
 	t.allocate(order, c.alloc)
 	holders := make(map[netip.Addr][]string)
@@ -255,7 +271,8 @@ func (t *oTable) ourHosts(e *Entry, key, nsName string) (names []string, claimed
 // addEntry validates one entry and merges its hosts and addresses into hosts. It reports
 // whether the entry contributes at least one name. An entry with no host in the zones costs
 // only its reading: no problem is recorded for it, it is merely counted.
-func (t *oTable) addEntry(e *Entry, hosts map[string]*oHost, order *[]*oHost, nsName string) bool {
+func (t *oTable) addEntry(e *Entry, hosts map[string]*oHost, order *[]*oHost, c tableConfig) bool {
+	nsName := c.ns.name
 	key := e.key()
 	if len(e.Hosts) == 0 {
 		t.problem(kindEntry, reasonNoHosts, key, "spec.hosts (empty)")
@@ -266,8 +283,9 @@ func (t *oTable) addEntry(e *Entry, hosts map[string]*oHost, order *[]*oHost, ns
 		t.other++
 		return false
 	}
-	if !e.exported() {
-		t.problem(kindEntry, reasonNotExported, key, fmt.Sprintf("exportTo %q", e.ExportTo))
+	sc, p := c.export.scopeOf(e)
+	if p != nil {
+		t.problems = append(t.problems, *p)
 		return false
 	}
 
@@ -288,25 +306,78 @@ func (t *oTable) addEntry(e *Entry, hosts map[string]*oHost, order *[]*oHost, ns
 			hosts[name] = h
 			*order = append(*order, h)
 		}
-		h.entries = append(h.entries, key) // names are each once in an entry: see ourHosts
-		h.optOut = h.optOut || e.Labels[optOutLabel] == "false"
-
 		addrs, origin := specAddrs, "spec"
 		if len(addrs) == 0 {
 			addrs, origin = t.oParseAddresses(key, "status.addresses", status[name]), "status"
 		}
-		for _, a := range addrs {
-			h.add(a, origin)
+		// Names are each once in an entry: see ourHosts.
+		h.claims = append(h.claims, oClaim{key, sc, addrs, origin, e.Ports, e.Labels[optOutLabel] == "false"})
+	}
+	return len(names) > 0
+}
+
+// merge settles what the entries of a host say. Entries of one scope add up. Where scopes
+// differ and declare different address sets, the mesh-wide scope's addresses are answered if
+// it declares any, else those of the oldest entry's scope that declares some; the entries of
+// every other scope with another address set are shadowed.
+func (t *oTable) merge(h *oHost) {
+	sets := map[scope][]netip.Addr{}
+	var order []scope
+	for _, c := range h.claims {
+		if len(c.addrs) == 0 {
+			continue
 		}
-		for i, p := range e.Ports {
+		if _, ok := sets[c.scope]; !ok {
+			order = append(order, c.scope)
+		}
+		for _, a := range c.addrs {
+			if !slices.Contains(sets[c.scope], a) {
+				sets[c.scope] = append(sets[c.scope], a)
+			}
+		}
+	}
+	if len(order) > 0 {
+		h.answered = order[0]
+		if _, ok := sets[meshScope]; ok {
+			h.answered = meshScope
+		}
+	}
+	same := func(a, b []netip.Addr) bool {
+		if len(a) != len(b) {
+			return false
+		}
+		for _, x := range a {
+			if !slices.Contains(b, x) {
+				return false
+			}
+		}
+		return true
+	}
+	var shadowedKeys []string
+	for _, c := range h.claims {
+		if set, ok := sets[c.scope]; ok && c.scope != h.answered && !same(set, sets[h.answered]) {
+			h.shadowed = append(h.shadowed, c.key+" (exportTo "+c.scope.String()+")")
+			shadowedKeys = append(shadowedKeys, c.key)
+			continue
+		}
+		h.entries = append(h.entries, c.key)
+		h.optOut = h.optOut || c.optOut
+		for _, a := range c.addrs {
+			h.add(a, c.origin)
+		}
+		for i, p := range c.ports {
 			if len(h.ports) == maxPortsPerHost {
-				h.morePort += len(e.Ports) - i
+				h.morePort += len(c.ports) - i
 				break
 			}
 			h.addPort(p)
 		}
 	}
-	return len(names) > 0
+	if len(h.shadowed) > 0 {
+		t.problem(kindHost, reasonScopeConflict, oEntryList(shadowedKeys),
+			fmt.Sprintf("%s: declared with other addresses than the entries exported to %s, whose addresses are answered", h.name, h.answered))
+	}
+	h.claims = nil
 }
 
 // addPort adds a named port once, in the order the entries declare them.
@@ -501,6 +572,10 @@ func oFacts(h *oHost, holders map[netip.Addr][]string) (out []string, capped boo
 		return p.Name + "/" + strconv.FormatUint(uint64(p.Number), 10) + "/" + strings.ToUpper(p.Protocol)
 	})
 	f.more("port", h.morePort)
+	if len(h.shadowed) > 0 {
+		f.add("scope=" + h.answered.String() + " answered")
+		f.kind("shadowed", len(h.shadowed), func(i int) string { return h.shadowed[i] })
+	}
 	// Conflicts: for each address, the other hosts holding it, in holder order. Only the
 	// first few of each address are looked at, whatever the number of holders.
 	listed, total := 0, 0

@@ -218,11 +218,20 @@ func (w *world) entry(namespace, name string) *Entry {
 	for range w.pick(w.perEntry) {
 		e.Ports = append(e.Ports, w.ports[w.pick(len(w.ports))])
 	}
-	switch w.pick(6) {
+	// Scopes collide too: the same host in entries of different scopes and addresses.
+	switch w.pick(10) {
 	case 0:
 		e.ExportTo = []string{"."}
 	case 1:
 		e.ExportTo = []string{"*"}
+	case 2:
+		e.ExportTo = []string{"a"}
+	case 3:
+		e.ExportTo = []string{"b", "a", "."}
+	case 4:
+		e.ExportTo = []string{"~"}
+	case 5:
+		e.ExportTo = []string{"~", "a"}
 	}
 	if w.pick(6) == 0 {
 		e.Labels = map[string]string{optOutLabel: "false"}
@@ -315,6 +324,8 @@ func TestIncrementalEqualsFromScratch(t *testing.T) {
 		{"no-allocation", tableConfig{}, sparse, steps},
 		{"deterministic", tableConfig{alloc: small.Deterministic, pool: small.Overlaps}, sparse, steps},
 		{"persisted", tableConfig{alloc: live(0), pool: small.Overlaps}, sparse, steps},
+		{"mesh-only", tableConfig{export: exportPolicy{meshOnly: true}}, sparse, steps / 2},
+		{"default-own-namespace", tableConfig{export: exportPolicy{defaultTo: []string{"."}}}, sparse, steps / 2},
 		{"crowded", tableConfig{}, crowded, steps / 5},
 		{"crowded-deterministic", tableConfig{alloc: small.Deterministic, pool: small.Overlaps}, crowded, steps / 5},
 	} {

@@ -214,6 +214,10 @@ func (t *Table) facts(h *hostInfo) []string {
 		return p.Name + "/" + strconv.FormatUint(uint64(p.Number), 10) + "/" + strings.ToUpper(p.Protocol)
 	})
 	f.more("port", h.morePort)
+	if c := h.conflict; c != nil {
+		f.add("scope=" + c.answered.String() + " answered")
+		f.kind("shadowed", c.n, func(i int) string { return c.entries[i] })
+	}
 	// Conflicts: for each address, the other hosts holding it, in host order.
 	listed, total := 0, 0
 	for _, a := range h.addrs {

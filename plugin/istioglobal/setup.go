@@ -56,6 +56,8 @@ func setup(c *caddy.Controller) error {
 //	    ttl SECONDS
 //	    fallthrough [ZONES...]
 //	    debug on | off
+//	    visibility any | mesh
+//	    default_export_to VALUE...
 //	    autoallocate CIDR... | off
 //	    allocations NAMESPACE/NAME [GRACE]
 //	    nameserver ADDRESS... | NAME
@@ -95,6 +97,10 @@ func parse(c *caddy.Controller) (*IstioGlobal, error) {
 				ig.Fall.SetZonesFromArgs(c.RemainingArgs())
 			case "debug":
 				ig.debug, err = parseOnOff(c.RemainingArgs())
+			case "visibility":
+				ig.export.meshOnly, err = parseVisibility(c.RemainingArgs())
+			case "default_export_to":
+				ig.export.defaultTo, err = parseDefaultExportTo(c.RemainingArgs())
 			case "autoallocate":
 				ranges, err = parseRanges(c.RemainingArgs())
 			case "allocations":
@@ -151,6 +157,27 @@ func parse(c *caddy.Controller) (*IstioGlobal, error) {
 		ig.sources = append(ig.sources, storeSource{ig.store, &ig.storeChanged})
 	}
 	return ig, nil
+}
+
+// parseVisibility reads `visibility any | mesh`: whether only mesh-wide entries are served.
+func parseVisibility(args []string) (meshOnly bool, err error) {
+	if len(args) == 1 && (args[0] == "any" || args[0] == "mesh") {
+		return args[0] == "mesh", nil
+	}
+	return false, fmt.Errorf("want any (every entry exported to some namespace) or mesh (only those exported to every namespace)")
+}
+
+// parseDefaultExportTo reads `default_export_to VALUE...`: what an empty exportTo means, as
+// Istio's MeshConfig defaultServiceExportTo says it; the values are checked as an entry's are.
+func parseDefaultExportTo(args []string) ([]string, error) {
+	if len(args) == 0 {
+		return nil, fmt.Errorf(`needs values: "*", ".", "~" or namespaces`)
+	}
+	probe := &Entry{Namespace: "default", ExportTo: args}
+	if _, p := (exportPolicy{}).scopeOf(probe); p != nil && p.Reason == reasonInvalidExportTo {
+		return nil, fmt.Errorf("%s", strings.TrimPrefix(p.Detail, "exportTo "))
+	}
+	return args, nil
 }
 
 // parseRanges reads `autoallocate CIDR... | off`; off is no ranges.

@@ -136,11 +136,44 @@ func TestParse(t *testing.T) {
 			}
 		}},
 
+		{input: `istioglobal {
+			files ` + seFile + `
+		}`, check: func(t *testing.T, ig *IstioGlobal) {
+			if ig.export.meshOnly || ig.export.defaultTo != nil {
+				t.Errorf("default export policy %+v, want any namespace, empty exportTo = *", ig.export)
+			}
+		}},
+		{input: `istioglobal {
+			files ` + seFile + `
+			visibility mesh
+			default_export_to . istio-system
+		}`, check: func(t *testing.T, ig *IstioGlobal) {
+			if !ig.export.meshOnly || !slices.Equal(ig.export.defaultTo, []string{".", "istio-system"}) {
+				t.Errorf("export policy %+v", ig.export)
+			}
+		}},
+
 		// Errors.
 		{input: `istioglobal {
 			files ` + seFile + `
 			debug maybe
 		}`, err: "needs on or off"},
+		{input: `istioglobal {
+			files ` + seFile + `
+			visibility some
+		}`, err: "want any"},
+		{input: `istioglobal {
+			files ` + seFile + `
+			default_export_to
+		}`, err: "needs values"},
+		{input: `istioglobal {
+			files ` + seFile + `
+			default_export_to ~ foo
+		}`, err: `"~" (no namespace) must be the only value`},
+		{input: `istioglobal {
+			files ` + seFile + `
+			default_export_to Not_A_Namespace
+		}`, err: "not a namespace"},
 		{input: `istioglobal {
 			files ` + seFile + `
 			autoallocate

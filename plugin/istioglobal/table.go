@@ -93,6 +93,15 @@ type hostInfo struct {
 	ports    []Port // named, without duplicates, at most maxPortsPerHost
 	morePort int    // port declarations beyond maxPortsPerHost
 	pending  bool   // wants a VIP that is not known yet: SERVFAIL, not a negative answer
+	conflict *scopeConflict
+}
+
+// scopeConflict is a host whose entries of other scopes declare other addresses than the ones
+// answered (engine.scopes).
+type scopeConflict struct {
+	answered scope
+	entries  []string // the first maxFactsPerKind shadowed entries, "namespace/name (exportTo ...)"
+	n        int
 }
 
 type origin uint8

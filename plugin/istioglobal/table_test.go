@@ -159,29 +159,6 @@ func TestTTL(t *testing.T) {
 	})
 }
 
-func TestExportTo(t *testing.T) {
-	exported := func(name, host string, to ...string) Entry {
-		e := se("foo", name, 0, hosts(host), "240.0.0.1")
-		e.ExportTo = to
-		return e
-	}
-	ig := newTestPlugin([]Entry{
-		exported("everyone", "a.foo.global"),
-		exported("star", "b.foo.global", "*"),
-		exported("star-and-self", "c.foo.global", ".", "*"),
-		exported("self", "d.foo.global", "."),
-		exported("some", "e.foo.global", "bar", "baz"),
-	})
-	runCases(t, ig, []test.Case{
-		{Qname: "a.foo.global.", Qtype: dns.TypeA, Answer: []dns.RR{test.A("a.foo.global. 30 IN A 240.0.0.1")}},
-		{Qname: "b.foo.global.", Qtype: dns.TypeA, Answer: []dns.RR{test.A("b.foo.global. 30 IN A 240.0.0.1")}},
-		{Qname: "c.foo.global.", Qtype: dns.TypeA, Answer: []dns.RR{test.A("c.foo.global. 30 IN A 240.0.0.1")}},
-		{Qname: "d.foo.global.", Qtype: dns.TypeA, Rcode: dns.RcodeNameError, Ns: []dns.RR{soa}},
-		{Qname: "e.foo.global.", Qtype: dns.TypeA, Rcode: dns.RcodeNameError, Ns: []dns.RR{soa}},
-	})
-	assertProblems(t, igProblems(ig), "entry/not_exported", "entry/not_exported")
-}
-
 func TestSeveralEntriesPerHost(t *testing.T) {
 	// Listed newest first: the union must still come oldest first, without duplicates.
 	ig := newTestPlugin([]Entry{

@@ -177,8 +177,8 @@ func TestAllocateHashIsFNV1a64(t *testing.T) {
 
 // TestDefaultAllocateRangesAvoidIstio: Istio's allocators hand out 240.240.0.0/16 and
 // 2001:2::/48 (the ipallocate controller's PILOT_IP_AUTOALLOCATE_IPV4/IPV6_PREFIX defaults, and
-// the older proxy-side auto-allocation); a default of ours inside them could equal a VIP Istio
-// gives another host.
+// the older proxy-side auto-allocation), and the VIPs Admiral generates lie in 240.0.0.0/16;
+// a default of ours inside them could equal a VIP they give another host.
 func TestDefaultAllocateRangesAvoidIstio(t *testing.T) {
 	if _, err := New(DefaultRanges, time.Hour); err != nil {
 		t.Fatal(err)
@@ -186,9 +186,9 @@ func TestDefaultAllocateRangesAvoidIstio(t *testing.T) {
 	families := map[bool]int{}
 	for _, r := range DefaultRanges {
 		families[r.Addr().Is4()]++
-		for _, istio := range []string{"240.240.0.0/16", "2001:2::/48"} {
-			if r.Overlaps(netip.MustParsePrefix(istio)) {
-				t.Errorf("default range %s overlaps Istio's %s", r, istio)
+		for _, theirs := range []string{"240.240.0.0/16", "2001:2::/48", "240.0.0.0/16"} {
+			if r.Overlaps(netip.MustParsePrefix(theirs)) {
+				t.Errorf("default range %s overlaps %s, Istio's or Admiral's", r, theirs)
 			}
 		}
 	}
