@@ -125,7 +125,7 @@ func TestSeedServiceEntries(t *testing.T) {
 	applyServiceEntry(t, serviceEntryV1("foo", "big", []string{"big.bar.global"}, many...))
 	applyServiceEntry(t, serviceEntryV1("foo", "wild", []string{"*.wild.global"}, "240.0.0.10"))
 	private := serviceEntryV1("foo", "private", []string{"private.bar.global"}, "240.0.0.11")
-	private.Spec.ExportTo = []string{"."}
+	private.Spec.ExportTo = []string{"~"} // exported to no namespace: never served
 	applyServiceEntry(t, private)
 
 	c := startIstioGlobal(t, "foo", "hello")
