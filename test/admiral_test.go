@@ -26,7 +26,7 @@ func admiralCorefile(visibility string) string {
         kubeconfig {{.Kubeconfig}}
         namespaces ` + admiralNS + `
         visibility ` + visibility + `
-        debug on
+        txt on
     }
 }
 `

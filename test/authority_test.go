@@ -25,6 +25,7 @@ func filesCorefile(path string) string {
     istioglobal global in-addr.arpa {
         files ` + path + `
         nameserver 127.0.0.1
+        txt on
     }
 }
 `

@@ -132,7 +132,7 @@ func TestDebugRecords(t *testing.T) {
 	applyServiceEntry(t, debugEntry(ns, "st", []string{"st.debug.global"}, []*networking.ServicePort{tcpPort}))
 	setServiceEntryAddresses(t, ns, "st", &networking.ServiceEntryAddress{Host: "st.debug.global", Value: "240.240.0.7"})
 
-	c := startCoreDNS(t, debugCorefile(ns))
+	c := startCoreDNS(t, debugCorefile(ns, "txt on"))
 	c.waitReady(t, 20*time.Second)
 	// One server block with three zones is one plugin instance: one informer, not three.
 	eventually(t, 10*time.Second, func() error {
@@ -321,9 +321,10 @@ func TestDebugRecords(t *testing.T) {
 	}
 }
 
-// TestDebugOff: `debug off` turns TXT into NODATA and leaves SRV and PTR alone; reverse zones
-// not given to the plugin are not answered; `fallthrough` passes unserved reverse names on.
-func TestDebugOff(t *testing.T) {
+// TestTXTOffByDefault: without `txt on`, TXT is NODATA (the facts would tell any client the
+// mesh's namespaces and names) and SRV and PTR are as ever; reverse zones not given to the
+// plugin are not answered; `fallthrough` passes unserved reverse names on.
+func TestTXTOffByDefault(t *testing.T) {
 	const ns = "debug-off"
 	createNamespace(t, ns)
 	applyServiceEntry(t, debugEntry(ns, "web", []string{"web.debug-off.global"},
@@ -337,7 +338,6 @@ func TestDebugOff(t *testing.T) {
         kubeconfig {{.Kubeconfig}}
         namespaces `+ns+`
         ttl `+fmt.Sprint(debugTTL)+`
-        debug off
         fallthrough in-addr.arpa
     }
     whoami
@@ -350,20 +350,20 @@ func TestDebugOff(t *testing.T) {
 	for _, tcp := range []bool{false, true} {
 		got := ask(t, c, "web.debug-off.global.", dns.TypeTXT, tcp)
 		if got.rcode != "NOERROR" || len(got.answer) != 0 || len(got.ns) != 1 || !global.MatchString(got.ns[0]) {
-			t.Errorf("TXT with debug off (tcp=%v): %v, want NODATA with the SOA", tcp, got)
+			t.Errorf("TXT with TXT off (tcp=%v): %v, want NODATA with the SOA", tcp, got)
 		}
 	}
 	out := dig(t, c.Addr, "TXT", "web.debug-off.global", "+noall", "+comments", "+answer", "+authority")
 	if !strings.Contains(out, "status: NOERROR") || !strings.Contains(out, "ANSWER: 0,") || !strings.Contains(out, "IN\tSOA\tns.dns.global.") {
-		t.Errorf("dig TXT with debug off: want NODATA with the SOA:\n%s", out)
+		t.Errorf("dig TXT with TXT off: want NODATA with the SOA:\n%s", out)
 	}
 	if got := ask(t, c, "_http1._tcp.web.debug-off.global.", dns.TypeSRV, false); !slices.Equal(got.answer,
 		[]string{"_http1._tcp.web.debug-off.global. " + ttl + " IN SRV 0 100 8000 web.debug-off.global."}) {
-		t.Errorf("SRV with debug off: %v", got)
+		t.Errorf("SRV with TXT off: %v", got)
 	}
 	out = dig(t, c.Addr, "-x", "127.255.0.2", "+noall", "+answer")
 	if got, want := digLines(out), []string{"2.0.255.127.in-addr.arpa. " + ttl + " IN PTR web.debug-off.global."}; !slices.Equal(got, want) {
-		t.Errorf("dig -x 127.255.0.2 with debug off:\n got %q\nwant %q", got, want)
+		t.Errorf("dig -x 127.255.0.2 with TXT off:\n got %q\nwant %q", got, want)
 	}
 	// An unserved address falls through to whoami, which answers with the client's address.
 	rev := reverse(t, "127.255.0.99")

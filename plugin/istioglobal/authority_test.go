@@ -64,7 +64,7 @@ func TestAnyReturnsAnRRset(t *testing.T) {
 		{Qname: "httpbin.bar.global.", Qtype: dns.TypeANY, Answer: []dns.RR{test.A("httpbin.bar.global. 30 IN A 127.255.0.2")}},
 		{Qname: "bar.global.", Qtype: dns.TypeANY, Ns: []dns.RR{soa}}, // an empty non-terminal has none
 	})
-	ig.debug = false
+	ig.txt = false
 	runCases(t, ig, []test.Case{{Qname: "noaddr.bar.global.", Qtype: dns.TypeANY, Ns: []dns.RR{soa}}})
 }
 

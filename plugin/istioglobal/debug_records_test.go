@@ -110,7 +110,7 @@ func TestTXT(t *testing.T) {
 		{Qname: "global.", Qtype: dns.TypeTXT, Ns: []dns.RR{soa}},
 		{Qname: "nothere.global.", Qtype: dns.TypeTXT, Rcode: dns.RcodeNameError, Ns: []dns.RR{soa}},
 	})
-	ig.debug = false
+	ig.txt = false
 	runCases(t, ig, []test.Case{{Qname: "httpbin.bar.global.", Qtype: dns.TypeTXT, Ns: []dns.RR{soa}}})
 }
 

@@ -165,7 +165,7 @@ func TestScopeConflicts(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			tb, e := buildEngine(tc.entries, tableConfig{zones: []string{"global."}, ttl: 30, ns: defaultNameServer([]string{"global."}, nil)}, 1)
 			ig := newIstioGlobal()
-			ig.Zones, ig.debug = []string{"global."}, true
+			ig.Zones, ig.txt = []string{"global."}, true
 			ig.table.Store(tb)
 			var got []string
 			for _, rr := range query(t, ig, "h.x.global.", dns.TypeA).Answer {

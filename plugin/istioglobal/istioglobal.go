@@ -18,7 +18,7 @@ type IstioGlobal struct {
 	Fall  fall.F
 
 	ttl        uint32
-	debug      bool // answer TXT with what serves a name
+	txt        bool // answer TXT with what serves a name
 	export     exportPolicy
 	namespaces []string // empty: all
 	sources    []source
@@ -56,7 +56,7 @@ type source interface {
 }
 
 func newIstioGlobal() *IstioGlobal {
-	return &IstioGlobal{ttl: defaultTTL, debug: true}
+	return &IstioGlobal{ttl: defaultTTL}
 }
 
 // Name implements plugin.Handler.
@@ -104,7 +104,7 @@ func (ig *IstioGlobal) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dn
 		return rp.write(w)
 	}
 
-	rp.msg.Answer, rp.msg.Extra = rp.answer(t, n, q, exact && !folded, ig.debug)
+	rp.msg.Answer, rp.msg.Extra = rp.answer(t, n, q, exact && !folded, ig.txt)
 	if len(rp.msg.Answer) == 0 {
 		if n.host != nil && n.host.pending && (q.Qtype == dns.TypeA || q.Qtype == dns.TypeAAAA || q.Qtype == dns.TypeANY) {
 			return dns.RcodeServerFailure, nil

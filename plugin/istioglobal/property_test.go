@@ -336,11 +336,11 @@ func TestIncrementalEqualsFromScratch(t *testing.T) {
 				w := mode.world(rand.New(rand.NewPCG(seed, 7)))
 				e := newEngine(cfg)
 				ig := newIstioGlobal()
-				ig.Zones = zones
+				ig.Zones, ig.txt = zones, true
 				// A reader on the latest generation throughout: under -race, a change to a
 				// published generation is a reported race.
 				reader := newIstioGlobal()
-				reader.Zones = zones
+				reader.Zones, reader.txt = zones, true
 				stop := make(chan struct{})
 				done := make(chan struct{})
 				go func() {

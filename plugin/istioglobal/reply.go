@@ -25,7 +25,7 @@ type reply struct {
 
 // answer builds the records of node n that answer q, owned by the question's name, and those
 // of the additional section. same says that the question's spelling is the table's.
-func (rp *reply) answer(t *Table, n *node, q dns.Question, same, debug bool) (answer, extra []dns.RR) {
+func (rp *reply) answer(t *Table, n *node, q dns.Question, same, txt bool) (answer, extra []dns.RR) {
 	switch q.Qtype {
 	case dns.TypeA:
 		if n.v4 {
@@ -40,7 +40,7 @@ func (rp *reply) answer(t *Table, n *node, q dns.Question, same, debug bool) (an
 	case dns.TypePTR:
 		return ptrRecords(q.Name, n.ptr, t.ttl), nil
 	case dns.TypeTXT:
-		if debug {
+		if txt {
 			return t.txt(q.Name, n.host), nil
 		}
 	case dns.TypeSOA:
@@ -72,7 +72,7 @@ func (rp *reply) answer(t *Table, n *node, q dns.Question, same, debug bool) (an
 		if rrs := ptrRecords(q.Name, n.ptr, t.ttl); len(rrs) > 0 {
 			return rrs, nil
 		}
-		if debug && n.host != nil && !n.host.pending {
+		if txt && n.host != nil && !n.host.pending {
 			return t.txt(q.Name, n.host), nil
 		}
 	}

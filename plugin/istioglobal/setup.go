@@ -55,7 +55,7 @@ func setup(c *caddy.Controller) error {
 //	    namespaces NAMESPACE...
 //	    ttl SECONDS
 //	    fallthrough [ZONES...]
-//	    debug on | off
+//	    txt on | off
 //	    visibility any | mesh
 //	    default_export_to VALUE...
 //	    autoallocate CIDR... | off
@@ -95,8 +95,11 @@ func parse(c *caddy.Controller) (*IstioGlobal, error) {
 				ig.ttl, err = parseTTL(c.RemainingArgs())
 			case "fallthrough":
 				ig.Fall.SetZonesFromArgs(c.RemainingArgs())
-			case "debug":
-				ig.debug, err = parseOnOff(c.RemainingArgs())
+			case "txt":
+				ig.txt, err = parseOnOff(c.RemainingArgs())
+			case "debug": // the name of the TXT option until 0.4; CoreDNS has a debug plugin
+				log.Warning(`"debug" is deprecated: it is "txt" now (and off by default)`)
+				ig.txt, err = parseOnOff(c.RemainingArgs())
 			case "visibility":
 				ig.export.meshOnly, err = parseVisibility(c.RemainingArgs())
 			case "default_export_to":

@@ -129,10 +129,25 @@ func TestParse(t *testing.T) {
 
 		{input: `istioglobal {
 			files ` + seFile + `
-			debug off
 		}`, check: func(t *testing.T, ig *IstioGlobal) {
-			if ig.debug {
-				t.Error("debug off still answers TXT")
+			if ig.txt {
+				t.Error("TXT facts on by default: they disclose the mesh's namespaces and names")
+			}
+		}},
+		{input: `istioglobal {
+			files ` + seFile + `
+			txt on
+		}`, check: func(t *testing.T, ig *IstioGlobal) {
+			if !ig.txt {
+				t.Error("txt on answers no TXT")
+			}
+		}},
+		{input: `istioglobal {
+			files ` + seFile + `
+			debug on
+		}`, check: func(t *testing.T, ig *IstioGlobal) {
+			if !ig.txt {
+				t.Error("the deprecated debug on answers no TXT")
 			}
 		}},
 
@@ -156,7 +171,7 @@ func TestParse(t *testing.T) {
 		// Errors.
 		{input: `istioglobal {
 			files ` + seFile + `
-			debug maybe
+			txt maybe
 		}`, err: "needs on or off"},
 		{input: `istioglobal {
 			files ` + seFile + `

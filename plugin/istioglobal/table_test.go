@@ -51,7 +51,7 @@ func newTestPlugin(entries []Entry, zones ...string) *IstioGlobal {
 		zones = []string{"global."}
 	}
 	ig := newIstioGlobal()
-	ig.Zones = zones
+	ig.Zones, ig.txt = zones, true // tests read the TXT facts
 	ig.Next = test.NextHandler(dns.RcodeRefused, nil)
 	ig.table.Store(buildAt(entries, zones, ig.ttl, nil))
 	return ig
