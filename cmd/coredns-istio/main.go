@@ -34,7 +34,18 @@ func insertBefore(directives []string, anchor, name string) []string {
 	return out
 }
 
+// http2Health are client-go's HTTP/2 health-check settings (k8s.io/apimachinery util/net), unless
+// the environment sets them: a ping after 10 s without a frame, and the connection given up 5 s
+// later. client-go's own 30 s + 15 s let a half-open connection (a network partition, a
+// restarted load balancer) hold a watch for 45 s before anything notices.
+var http2Health = map[string]string{"HTTP2_READ_IDLE_TIMEOUT_SECONDS": "10", "HTTP2_PING_TIMEOUT_SECONDS": "5"}
+
 func main() {
+	for k, v := range http2Health {
+		if _, set := os.LookupEnv(k); !set {
+			os.Setenv(k, v)
+		}
+	}
 	// `coredns-istio stubdomain ...` wires the cluster DNS to coredns-istio; anything else is
 	// CoreDNS's own command line.
 	if len(os.Args) > 1 && os.Args[1] == "stubdomain" {

@@ -217,8 +217,7 @@ func TestKubeSourceIgnoresUpdatesThatChangeNothing(t *testing.T) {
 	if tb := commit(); tb != nil {
 		t.Error("an update that changes nothing the table reads published a table")
 	}
-	obj, _, _ := ks.indexers[0].GetByKey("foo/a")
-	if rec := e.entries[entryID{key: "foo/a"}]; rec == nil || rec.e != &obj.(*cachedEntry).Entry {
+	if rec := e.entries[entryID{key: "foo/a"}]; rec == nil || rec.e != ks.stores[0].get("foo/a") {
 		t.Error("the engine holds on to the object before the update")
 	}
 	before = notified.Load()

@@ -63,6 +63,36 @@ var (
 		Name:      "allocation_free",
 		Help:      "Addresses of the autoallocate ranges not served as a VIP, by address family.",
 	}, []string{"family"})
+	sourceSynced = promauto.NewGauge(prometheus.GaugeOpts{
+		Namespace: plugin.Namespace,
+		Subsystem: "istioglobal",
+		Name:      "source_synced",
+		Help:      "1 once the Kubernetes source has listed every watched namespace; it stays 1 through outages, as the last table serves on.",
+	})
+	sourceLastEvent = promauto.NewGauge(prometheus.GaugeOpts{
+		Namespace: plugin.Namespace,
+		Subsystem: "istioglobal",
+		Name:      "source_last_event_timestamp_seconds",
+		Help:      "When the Kubernetes source last received a ServiceEntry change or list, in seconds since the epoch.",
+	})
+	relists = promauto.NewCounter(prometheus.CounterOpts{
+		Namespace: plugin.Namespace,
+		Subsystem: "istioglobal",
+		Name:      "relists_total",
+		Help:      "Full lists of ServiceEntries after the first: after an outage, or a watch that expired (410 Gone).",
+	})
+	watchRestarts = promauto.NewCounter(prometheus.CounterOpts{
+		Namespace: plugin.Namespace,
+		Subsystem: "istioglobal",
+		Name:      "watch_restarts_total",
+		Help:      "ServiceEntry watches begun after the first (routine every 5 to 10 minutes, as the API server ends them).",
+	})
+	watchErrors = promauto.NewCounterVec(prometheus.CounterOpts{
+		Namespace: plugin.Namespace,
+		Subsystem: "istioglobal",
+		Name:      "watch_errors_total",
+		Help:      "Failed lists and watches of ServiceEntries, by reason: unreachable, forbidden, unauthorized, expired, server.",
+	}, []string{"reason"})
 	lastUpdate = promauto.NewGauge(prometheus.GaugeOpts{
 		Namespace: plugin.Namespace,
 		Subsystem: "istioglobal",

@@ -1,6 +1,7 @@
 package istioglobal
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"sync"
@@ -9,31 +10,40 @@ import (
 	"github.com/coredns-istio/coredns-istio/internal/kube"
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 	"istio.io/client-go/pkg/clientset/versioned"
-	"istio.io/client-go/pkg/informers/externalversions"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 )
 
 // kubeSource watches ServiceEntries (networking.istio.io/v1; objects written as v1beta1 or
-// v1alpha3 are the same resource) with informers: one for all namespaces, or one per
-// namespace so that a Role in each is all the access it needs.
+// v1alpha3 are the same resource): one reflector for all namespaces, or one per namespace so
+// that a Role in each is all the access it needs. A reflector, not a shared informer: the
+// informer hides the reflector's backoff, which grows to 30 s (with jitter 1.0, up to 60 s)
+// during an outage, so that a change made after the API server is back was answered up to a
+// minute late. Ours is capped at watchBackoffCap, and the reflector writes straight into an
+// entryStore (no DeltaFIFO, no cache of API objects).
 type kubeSource struct {
 	kubeconfig, context string // both empty: in-cluster config
 	namespaces          []string
 	config              *rest.Config
 	client              versioned.Interface // from config when nil
 
-	stopCh    chan struct{}
-	factories []externalversions.SharedInformerFactory
-	indexers  []cache.Indexer // of *cachedEntry
-	handlers  []cache.ResourceEventHandlerRegistration
+	cancel context.CancelFunc
+	done   sync.WaitGroup
+	stores []*entryStore
+	health []*watchHealth
 
 	mu    sync.Mutex
 	dirty map[string]struct{} // namespace/name of the entries changed since the last changes
 }
+
+// The reflectors' backoff after a failed list or watch: quick to notice the API server back
+// (within about a second and a half), and at most about one request a second per namespace
+// watched while it is away.
+var watchBackoff = wait.Backoff{Duration: 250 * time.Millisecond, Factor: 2, Jitter: 0.5, Steps: 3, Cap: watchBackoffCap}
+
+const watchBackoffCap = time.Second
 
 func (k *kubeSource) loadConfig() error {
 	var err error
@@ -55,77 +65,53 @@ func (k *kubeSource) start(notify func()) error {
 	if len(namespaces) == 0 {
 		namespaces = []string{metav1.NamespaceAll}
 	}
-	k.stopCh = make(chan struct{})
-	k.factories, k.indexers, k.handlers = nil, nil, nil
 	k.dirty = make(map[string]struct{})
-	changed := func(obj any) {
-		key, err := cache.DeletionHandlingMetaNamespaceKeyFunc(obj)
-		if err != nil {
-			return
-		}
+	k.stores, k.health = nil, nil
+	changed := func(keys ...string) {
 		k.mu.Lock()
-		k.dirty[key] = struct{}{}
+		for _, key := range keys {
+			k.dirty[key] = struct{}{}
+		}
 		k.mu.Unlock()
+		sourceLastEvent.SetToCurrentTime()
 		notify()
 	}
-	// Updates that change nothing the table reads (status conditions, relists) are passed on
-	// too: the engine then lets go of the old object, which costs it a map lookup.
-	onChange := cache.ResourceEventHandlerFuncs{
-		AddFunc:    changed,
-		UpdateFunc: func(_, cur any) { changed(cur) },
-		DeleteFunc: changed,
-	}
+	ctx, cancel := context.WithCancel(context.Background())
+	k.cancel = cancel
 	for _, ns := range namespaces {
-		f := externalversions.NewSharedInformerFactoryWithOptions(client, 0,
-			externalversions.WithNamespace(ns), externalversions.WithTransform(toCachedEntry))
-		informer := f.InformerFor(&networkingv1.ServiceEntry{}, func(client versioned.Interface, resync time.Duration) cache.SharedIndexInformer {
-			return serviceEntryInformer(client, ns, resync)
-		})
-		reg, err := informer.AddEventHandler(onChange)
-		if err != nil {
-			return err
-		}
-		k.factories = append(k.factories, f)
-		k.indexers = append(k.indexers, informer.GetIndexer())
-		k.handlers = append(k.handlers, reg)
-		f.Start(k.stopCh)
+		store := &entryStore{items: make(map[string]*cachedEntry), changed: changed}
+		health := &watchHealth{namespace: ns}
+		k.stores = append(k.stores, store)
+		k.health = append(k.health, health)
+		r := cache.NewReflectorWithOptions(health.listWatch(client.NetworkingV1().ServiceEntries(ns)),
+			&networkingv1.ServiceEntry{}, store, cache.ReflectorOptions{
+				Name:    "istioglobal ServiceEntries " + cmp.Or(ns, "(all namespaces)"),
+				Backoff: &watchBackoff,
+			})
+		k.done.Go(func() { r.RunWithContext(ctx) })
 	}
-	go func() {
-		if cache.WaitForCacheSync(k.stopCh, k.synced) {
+	k.done.Go(func() {
+		if cache.WaitForCacheSync(ctx.Done(), k.synced) {
+			sourceSynced.Set(1)
 			notify()
 		}
-	}()
+	})
 	return nil
 }
 
-// serviceEntryInformer is the generated ServiceEntry informer with requests that end when the
-// informer stops: the generated one lists and watches with context.TODO(), so that stopping it
-// (a reload, a shutdown) waits for an API server that does not answer.
-func serviceEntryInformer(client versioned.Interface, namespace string, resync time.Duration) cache.SharedIndexInformer {
-	ses := client.NetworkingV1().ServiceEntries(namespace)
-	return cache.NewSharedIndexInformer(&cache.ListWatch{
-		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) { return ses.List(ctx, o) },
-		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
-			return ses.Watch(ctx, o)
-		},
-	}, &networkingv1.ServiceEntry{}, resync, cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc})
-}
-
 func (k *kubeSource) stop() {
-	close(k.stopCh)
-	for _, f := range k.factories {
-		f.Shutdown()
-	}
+	k.cancel()
+	k.done.Wait()
 }
 
-// synced reports whether every handler has seen the initial list of its informer.
+// synced reports whether every reflector has stored its initial list.
 func (k *kubeSource) synced() bool {
-	for _, h := range k.handlers {
-		if !h.HasSynced() {
+	for _, s := range k.stores {
+		if !s.synced.Load() {
 			return false
 		}
 	}
-	return len(k.handlers) > 0
+	return len(k.stores) > 0
 }
 
 // changes returns the current entry of every key an event named since the last call: as
@@ -138,11 +124,9 @@ func (k *kubeSource) changes() ([]change, []Problem) {
 	out := make([]change, 0, len(dirty))
 	for key := range dirty {
 		c := change{id: entryID{key: key}}
-		for _, ix := range k.indexers {
-			if obj, ok, _ := ix.GetByKey(key); ok {
-				if ce, ok := obj.(*cachedEntry); ok {
-					c.entry = &ce.Entry
-				}
+		for _, st := range k.stores {
+			if e := st.get(key); e != nil {
+				c.entry = e
 				break
 			}
 		}

@@ -211,10 +211,11 @@ func TestKubeSource(t *testing.T) {
 	poll.Until(t, 2*time.Second, wantAnswer(t, ig, "new.bar.global.", "NXDOMAIN"))
 
 	// The cache keeps what build reads, as our own type, and nothing else.
-	for _, o := range ks.indexers[0].List() {
-		c, ok := o.(*cachedEntry)
-		if !ok || len(c.Ports) != 1 || len(c.Hosts) != 1 || c.Labels != nil {
-			t.Errorf("cached object not slimmed: %#v", o)
+	ks.stores[0].mu.RLock()
+	defer ks.stores[0].mu.RUnlock()
+	for _, c := range ks.stores[0].items {
+		if len(c.Ports) != 1 || len(c.Hosts) != 1 || c.Labels != nil {
+			t.Errorf("cached object not slimmed: %#v", c)
 		}
 	}
 }
