@@ -6,7 +6,7 @@ BIN     ?= bin/coredns-istio
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X github.com/coredns/coredns/coremain.GitCommit=$(VERSION)
 
-.PHONY: all build run test unit e2e bench bench-server bench-scale lint deps controlplane image clean
+.PHONY: all build run test unit e2e fuzz bench bench-server bench-scale lint deps controlplane image clean
 
 all: build
 
@@ -21,6 +21,20 @@ run: build
 test: lint deps
 	COREDNS_ISTIO_CONTROLPLANE="$$(test/tools/controlplane.sh)" \
 		$(GO) test -race -count=1 -timeout 30m ./...
+	$(MAKE) fuzz FUZZTIME=5s
+
+# The fuzz targets, one at a time (their seed corpora in testdata/fuzz also run in every
+# `go test`). `make test` fuzzes each for 5s as a regression test; RELIABILITY.md has the long
+# runs (`make fuzz FUZZTIME=5m`).
+FUZZTIME ?= 1m
+FUZZ_TARGETS := plugin/istioglobal:FuzzServeDNS plugin/istioglobal:FuzzServiceEntryDocument \
+	plugin/istioglobal:FuzzIncrementalEqualsFromScratch plugin/istioglobal:FuzzCorefile \
+	internal/stubdomain:FuzzServerBlock internal/stubdomain:FuzzStubDomains
+fuzz:
+	@for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; name=$${t##*:}; echo "fuzz $$name ($(FUZZTIME))"; \
+		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) ./$$pkg || exit 1; \
+	done
 
 unit:
 	$(GO) test -race -count=1 ./plugin/... ./internal/... ./cmd/...

@@ -39,8 +39,11 @@ import (
 type controlPlane struct {
 	dir             string // Certificates, etcd data and logs.
 	host            string // https://127.0.0.1:PORT
+	etcdURL         string
 	ca              *authority
 	etcd, apiserver *process
+	apiserverBinary string
+	apiserverArgs   []string // without --secure-port
 	logs            []*os.File
 	admin           *rest.Config
 }
@@ -58,6 +61,7 @@ func startControlPlane(ctx context.Context, binDir, dir string) (*controlPlane, 
 		ports[i] = p
 	}
 	etcdURL := "http://127.0.0.1:" + strconv.Itoa(ports[0])
+	cp.etcdURL = etcdURL
 	peerURL := "http://127.0.0.1:" + strconv.Itoa(ports[1])
 	cp.host = "https://127.0.0.1:" + strconv.Itoa(ports[2])
 
@@ -89,50 +93,71 @@ func startControlPlane(ctx context.Context, binDir, dir string) (*controlPlane, 
 		return cp, fmt.Errorf("etcd: %w", err)
 	}
 
-	if cp.apiserver, err = cp.start(filepath.Join(binDir, "kube-apiserver"),
-		"--etcd-servers="+etcdURL,
+	cp.apiserverBinary = filepath.Join(binDir, "kube-apiserver")
+	cp.apiserverArgs = []string{
+		"--etcd-servers=" + etcdURL,
 		"--bind-address=127.0.0.1",
 		"--advertise-address=127.0.0.1",
-		"--secure-port="+strconv.Itoa(ports[2]),
-		"--tls-cert-file="+files["serving.crt"],
-		"--tls-private-key-file="+files["serving.key"],
-		"--client-ca-file="+files["ca.crt"],
+		"--tls-cert-file=" + files["serving.crt"],
+		"--tls-private-key-file=" + files["serving.key"],
+		"--client-ca-file=" + files["ca.crt"],
 		"--authorization-mode=RBAC",
-		"--service-account-issuer="+cp.host,
-		"--service-account-key-file="+files["sa.pub"],
-		"--service-account-signing-key-file="+files["sa.key"],
+		"--service-account-issuer=" + cp.host,
+		"--service-account-key-file=" + files["sa.pub"],
+		"--service-account-signing-key-file=" + files["sa.key"],
 		// Dual-stack, so Services can have an IPv4 and an IPv6 cluster IP. Nothing is ever sent
 		// to these addresses: tests only write them into ConfigMaps.
 		"--service-cluster-ip-range=10.0.0.0/24,fd00:10::/112",
 		// No endpoints for the kubernetes Service: they would name a non-loopback address.
 		"--endpoint-reconciler-type=none",
-	); err != nil {
+	}
+	if cp.apiserver, err = cp.startAPIServer(ports[2]); err != nil {
 		return cp, err
 	}
 
 	if cp.admin, err = cp.userConfig("e2e-admin", "system:masters"); err != nil {
 		return cp, err
 	}
-	client, err := kubernetes.NewForConfig(cp.admin)
-	if err != nil {
-		return cp, err
-	}
-	err = poll(ctx, 60*time.Second, cp.apiserver, func(ctx context.Context) error {
-		ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		defer cancel()
-		_, err := client.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx)
-		return err
-	})
-	if err != nil {
+	if err := cp.waitAPIServer(ctx, cp.apiserver, cp.host); err != nil {
 		return cp, fmt.Errorf("kube-apiserver: %w", err)
 	}
 	return cp, nil
 }
 
+// startAPIServer starts a kube-apiserver of this control plane (on its etcd, with its
+// certificates) on port, with extra flags.
+func (cp *controlPlane) startAPIServer(port int, extra ...string) (*process, error) {
+	args := append(slices.Clone(cp.apiserverArgs), "--secure-port="+strconv.Itoa(port))
+	return cp.start(cp.apiserverBinary, append(args, extra...)...)
+}
+
+// waitAPIServer waits until the API server p at host answers /readyz.
+func (cp *controlPlane) waitAPIServer(ctx context.Context, p *process, host string) error {
+	cfg := rest.CopyConfig(cp.admin)
+	cfg.Host = host
+	client, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return err
+	}
+	return poll(ctx, 60*time.Second, p, func(ctx context.Context) error {
+		ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		_, err := client.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx)
+		return err
+	})
+}
+
 // start runs one control-plane binary with its output in dir/NAME.log.
 func (cp *controlPlane) start(path string, args ...string) (*process, error) {
 	name := filepath.Base(path)
-	log, err := os.Create(filepath.Join(cp.dir, name+".log"))
+	logName := filepath.Join(cp.dir, name+".log")
+	for i := 2; ; i++ { // a restart, or a second API server: a log of its own
+		if _, err := os.Stat(logName); errors.Is(err, os.ErrNotExist) {
+			break
+		}
+		logName = filepath.Join(cp.dir, fmt.Sprintf("%s.%d.log", name, i))
+	}
+	log, err := os.Create(logName)
 	if err != nil {
 		return nil, err
 	}

@@ -154,8 +154,8 @@ func RemoveServerBlock(corefile, zone string) (string, error) {
 	if lines[r.end].eol == "" && start > 0 {
 		// The block ended the Corefile without a line ending: so did the line before it.
 		start = strings.LastIndexByte(corefile[:start], '\n')
-		if start > 0 && corefile[start-1] == '\r' {
-			start--
+		if start > 0 && corefile[start-1] == '\r' && lineEnding(lines) == "\r\n" {
+			start-- // the CR of the CRLF that SetServerBlock wrote, not one of the text's
 		}
 	}
 	out := corefile[:start] + corefile[end:]
@@ -387,7 +387,9 @@ func splitLines(s string) []line {
 	return out
 }
 
-// lineEnding is the line ending of the first line that has one ("\r\n" or "\n"), or "\n".
+// lineEnding is the line ending of the first line that has one ("\r\n" or "\n"). Without any,
+// it is "\r\n" when the text ends in a CR (a "\n" after it would make a CRLF, and the next
+// apply would see one), else "\n".
 func lineEnding(lines []line) string {
 	for _, l := range lines {
 		if l.eol != "" {
@@ -396,6 +398,9 @@ func lineEnding(lines []line) string {
 			}
 			return "\n"
 		}
+	}
+	if len(lines) > 0 && strings.HasSuffix(lines[len(lines)-1].text, "\r") {
+		return "\r\n"
 	}
 	return "\n"
 }

@@ -208,6 +208,11 @@ func readFile(file string) ([]Entry, []Problem) {
 	if err != nil {
 		return nil, []Problem{unreadable(file, err)}
 	}
+	return readDocuments(file, data)
+}
+
+// readDocuments returns the ServiceEntries of the YAML or JSON documents in data, read from file.
+func readDocuments(file string, data []byte) ([]Entry, []Problem) {
 	var entries []Entry
 	var problems []Problem
 	r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))

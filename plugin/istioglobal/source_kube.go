@@ -83,7 +83,7 @@ func (k *kubeSource) start(notify func()) error {
 		health := &watchHealth{namespace: ns}
 		k.stores = append(k.stores, store)
 		k.health = append(k.health, health)
-		r := cache.NewReflectorWithOptions(health.listWatch(client.NetworkingV1().ServiceEntries(ns)),
+		r := cache.NewReflectorWithOptions(health.listWatch(client, ns),
 			&networkingv1.ServiceEntry{}, store, cache.ReflectorOptions{
 				Name:    "istioglobal ServiceEntries " + cmp.Or(ns, "(all namespaces)"),
 				Backoff: &watchBackoff,

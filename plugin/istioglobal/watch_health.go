@@ -5,13 +5,16 @@ import (
 	"errors"
 	"io"
 	"sync"
+	"time"
 
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
-	typednetworkingv1 "istio.io/client-go/pkg/clientset/versioned/typed/networking/v1"
+	"istio.io/client-go/pkg/clientset/versioned"
+	"istio.io/client-go/pkg/clientset/versioned/scheme"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 )
 
@@ -27,26 +30,74 @@ type watchHealth struct {
 	failing string // the reason logged for the failure in progress; "" while healthy
 }
 
-func (h *watchHealth) listWatch(ses typednetworkingv1.ServiceEntryInterface) cache.ListerWatcher {
+func (h *watchHealth) listWatch(client versioned.Interface, namespace string) cache.ListerWatcher {
+	list, watchFunc := serviceEntryRequests(client, namespace)
 	return &cache.ListWatch{
 		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
 			if o.Continue == "" {
 				h.begin(&h.lists, relists)
 			}
-			list, err := ses.List(ctx, o)
+			l, err := list(ctx, o)
 			h.observe(ctx, "list", err)
-			return list, err
+			return l, err
 		},
 		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
-			h.begin(&h.watches, watchRestarts)
-			w, err := ses.Watch(ctx, o)
+			if o.SendInitialEvents != nil && *o.SendInitialEvents {
+				h.begin(&h.lists, relists) // a list streamed as watch events (watch-list)
+			} else {
+				h.begin(&h.watches, watchRestarts)
+			}
+			w, err := watchFunc(ctx, o)
 			h.observe(ctx, "watch", err)
-			return w, err
+			if err != nil {
+				return nil, err
+			}
+			// A watch can also fail in its stream: 410 Gone for an expired resourceVersion.
+			return watch.Filter(w, func(ev watch.Event) (watch.Event, bool) {
+				if ev.Type == watch.Error {
+					h.observe(ctx, "watch", apierrors.FromObject(ev.Object))
+				}
+				return ev, true
+			}), nil
 		},
 	}
 }
 
-// begin counts a list or watch; all but the first of each are restarts.
+// serviceEntryRequests are list and watch of the ServiceEntries of namespace, without
+// client-go's own retries: a connection that ends before an answer (an API server behind a
+// load balancer, restarting) is retried up to ten times a second apart inside one call, and the
+// reflector would only try again after that. Ours retries with its own backoff instead. A
+// client without a REST client (client-go's fakes) uses the typed calls.
+func serviceEntryRequests(client versioned.Interface, namespace string) (
+	list func(context.Context, metav1.ListOptions) (runtime.Object, error),
+	watchFunc func(context.Context, metav1.ListOptions) (watch.Interface, error),
+) {
+	rc, _ := client.NetworkingV1().RESTClient().(*rest.RESTClient)
+	if rc == nil {
+		ses := client.NetworkingV1().ServiceEntries(namespace)
+		return func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) { return ses.List(ctx, o) },
+			func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) { return ses.Watch(ctx, o) }
+	}
+	request := func(o metav1.ListOptions) *rest.Request {
+		r := rc.Get().Namespace(namespace).Resource("serviceentries").VersionedParams(&o, scheme.ParameterCodec).MaxRetries(0)
+		if o.TimeoutSeconds != nil {
+			r = r.Timeout(time.Duration(*o.TimeoutSeconds) * time.Second)
+		}
+		return r
+	}
+	list = func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+		out := &networkingv1.ServiceEntryList{}
+		return out, request(o).Do(ctx).Into(out)
+	}
+	watchFunc = func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+		o.Watch = true
+		return request(o).Watch(ctx)
+	}
+	return list, watchFunc
+}
+
+// begin counts a list or watch; all but the first of each are restarts. A reflector lists
+// again (relists) after any failed watch, and watches again after a watch the API server ended.
 func (h *watchHealth) begin(n *int, restarts interface{ Inc() }) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
