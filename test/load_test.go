@@ -12,6 +12,7 @@ import (
 
 	"github.com/miekg/dns"
 	networking "istio.io/api/networking/v1alpha3"
+	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
@@ -27,6 +28,18 @@ func bulkAddr(i int) string {
 // guides' named port and two endpoints (gateways of two other clusters). They are deleted, a
 // collection per namespace, when the test ends.
 func createServiceEntries(t testing.TB, namespaces []string, prefix string, n int) {
+	t.Helper()
+	createServiceEntriesWith(t, namespaces, n, func(ns string, i int) *networkingv1.ServiceEntry {
+		se := serviceEntryV1(ns, fmt.Sprintf("%s%d", prefix, i), []string{bulkName(prefix, i)}, bulkAddr(i))
+		se.Spec.Endpoints = append(se.Spec.Endpoints, &networking.WorkloadEntry{Address: "127.0.0.13", Ports: map[string]uint32{"http1": 15443}})
+		return se
+	})
+}
+
+// createServiceEntriesWith creates the n ServiceEntries entry(namespace, i) through the API, 32
+// at a time, the i-th in namespaces[i%len(namespaces)], and deletes them, a collection per
+// namespace, when the test ends.
+func createServiceEntriesWith(t testing.TB, namespaces []string, n int, entry func(namespace string, i int) *networkingv1.ServiceEntry) {
 	t.Helper()
 	for _, ns := range namespaces {
 		createNamespace(t, ns)
@@ -48,8 +61,7 @@ func createServiceEntries(t testing.TB, namespaces []string, prefix string, n in
 			defer wg.Done()
 			for i := int(next.Add(1) - 1); i < n; i = int(next.Add(1) - 1) {
 				ns := namespaces[i%len(namespaces)]
-				se := serviceEntryV1(ns, fmt.Sprintf("%s%d", prefix, i), []string{bulkName(prefix, i)}, bulkAddr(i))
-				se.Spec.Endpoints = append(se.Spec.Endpoints, &networking.WorkloadEntry{Address: "127.0.0.13", Ports: map[string]uint32{"http1": 15443}})
+				se := entry(ns, i)
 				ctx, cancel := context.WithTimeout(context.Background(), apiTimeout)
 				_, err := istioClient.NetworkingV1().ServiceEntries(ns).Create(ctx, se, metav1.CreateOptions{})
 				cancel()

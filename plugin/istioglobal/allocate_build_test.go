@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/coredns-istio/coredns-istio/plugin/istioglobal/vip"
 	"github.com/coredns/coredns/plugin/pkg/dnstest"
@@ -17,11 +18,11 @@ import (
 // and records what build asked for.
 type recordingAlloc struct {
 	hosts    []string
-	reserved func(netip.Addr) bool
+	reserved vip.Reserved
 	full     bool // exhausted: nothing for anyone
 }
 
-func (r *recordingAlloc) alloc(hosts []string, reserved func(netip.Addr) bool) (map[string]vip.VIPs, []string) {
+func (r *recordingAlloc) alloc(hosts []string, reserved vip.Reserved) (map[string]vip.VIPs, []string) {
 	r.hosts, r.reserved = hosts, reserved
 	if r.full {
 		return nil, hosts
@@ -64,7 +65,7 @@ func TestBuildAllocates(t *testing.T) {
 		"240.241.8.7": true, // inside a declared range
 		"240.241.0.1": false, "fd00::1": false,
 	} {
-		if got := r.reserved(netip.MustParseAddr(addr)); got != want {
+		if got := r.reserved(netip.MustParseAddr(addr)) > 0; got != want {
 			t.Errorf("reserved(%s) = %v, want %v", addr, got, want)
 		}
 	}
@@ -109,7 +110,7 @@ func TestDefaultRangesAvoidIstio(t *testing.T) {
 // TestPendingVIPsServfail: a host whose persisted VIP has not been written yet answers SERVFAIL
 // for addresses (resolvers would cache NODATA); an exhausted one answers NODATA.
 func TestPendingVIPsServfail(t *testing.T) {
-	persisted := func([]string, func(netip.Addr) bool) (map[string]vip.VIPs, []string) {
+	persisted := func([]string, vip.Reserved) (map[string]vip.VIPs, []string) {
 		return map[string]vip.VIPs{"done.x.global.": {V4: netip.MustParseAddr("240.241.0.1")}}, []string{"full.x.global."}
 	}
 	ig := newTestPlugin(nil)
@@ -140,4 +141,85 @@ func TestPendingVIPsServfail(t *testing.T) {
 			t.Errorf("%s %s: %s, want %s", tc.name, dns.TypeToString[tc.qtype], dns.RcodeToString[rcode], dns.RcodeToString[tc.rcode])
 		}
 	}
+}
+
+// With `namespaces`, the files source still reads every namespace: an entry of another namespace
+// is not served, but the addresses it declares are reserved, so no VIP equals one of them.
+func TestUnservedNamespacesReserve(t *testing.T) {
+	a, err := vip.New([]netip.Prefix{netip.MustParsePrefix("240.241.0.0/29")}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wants := se("foo", "wants", 0, hosts("wants.foo.global"))
+	first, _ := a.Deterministic([]string{"wants.foo.global."}, func(netip.Addr) uint64 { return 0 })
+	taken := first["wants.foo.global."].V4
+	other := se("bar", "declares", 1, hosts("declares.bar.global"), taken.String())
+	cfg := tableConfig{zones: []string{"global."}, ttl: 30, ns: defaultNameServer([]string{"global."}, nil),
+		alloc: a.Deterministic, pool: a.Overlaps, namespaces: []string{"foo"}}
+	ig := newIstioGlobal()
+	ig.Zones = cfg.zones
+	ig.table.Store(build([]Entry{wants, other}, cfg, 1))
+	if got := answers(t, ig, "wants.foo.global."); got == taken.String() || got == "NXDOMAIN" {
+		t.Errorf("wants.foo.global got %s: the address bar/declares declares, or nothing", got)
+	}
+	if got := answers(t, ig, "declares.bar.global."); got != "NXDOMAIN" {
+		t.Errorf("an entry of an unserved namespace answers %s", got)
+	}
+}
+
+// A host whose persisted VIP does not come (a full range, an allocations ConfigMap that cannot
+// be written) answers SERVFAIL only for pendingLimit, then NODATA with a problem counted, and
+// its VIP as soon as it appears.
+func TestPendingVIPIsBounded(t *testing.T) {
+	now := epoch
+	var live map[string]vip.VIPs
+	cfg := tableConfig{zones: []string{"global."}, ttl: 30, ns: defaultNameServer([]string{"global."}, nil),
+		alloc: func([]string, vip.Reserved) (map[string]vip.VIPs, []string) { return live, nil },
+		now:   func() time.Time { return now }}
+	e := newEngine(cfg)
+	var s snapshots
+	e.apply(s.diff([]Entry{se("foo", "waits", 0, hosts("waits.foo.global"))}))
+	ig := newIstioGlobal()
+	ig.Zones = cfg.zones
+	commit := func() {
+		if tb := e.commit(func() uint32 { return uint32(now.Unix()) }); tb != nil {
+			ig.table.Store(tb)
+		}
+	}
+	rcode := func() string {
+		rec := dnstest.NewRecorder(&test.ResponseWriter{})
+		rc, _ := ig.ServeDNS(context.Background(), rec, new(dns.Msg).SetQuestion("waits.foo.global.", dns.TypeA))
+		if rec.Msg != nil {
+			rc = rec.Msg.Rcode
+			if len(rec.Msg.Answer) > 0 {
+				return rec.Msg.Answer[0].(*dns.A).A.String()
+			}
+		}
+		return dns.RcodeToString[rc]
+	}
+	commit()
+	if got := rcode(); got != "SERVFAIL" {
+		t.Fatalf("waiting for its VIP: %s, want SERVFAIL", got)
+	}
+	if want := epoch.Add(pendingLimit); !e.deadline.Equal(want) {
+		t.Fatalf("deadline %v, want %v", e.deadline, want)
+	}
+	now = now.Add(pendingLimit - time.Second)
+	commit()
+	if got := rcode(); got != "SERVFAIL" {
+		t.Fatalf("just before the limit: %s, want SERVFAIL", got)
+	}
+	now = now.Add(time.Second)
+	commit() // the builder's wake-up timer
+	if got := rcode(); got != "NOERROR" {
+		t.Fatalf("after the limit: %s, want NODATA", got)
+	}
+	assertProblems(t, e.allProblems(), "address/no_vip")
+	live = map[string]vip.VIPs{"waits.foo.global.": {V4: netip.MustParseAddr("240.241.0.7")}}
+	e.setAlloc(cfg.alloc)
+	commit()
+	if got := rcode(); got != "240.241.0.7" {
+		t.Fatalf("with its VIP: %s", got)
+	}
+	assertProblems(t, e.allProblems())
 }

@@ -2,7 +2,6 @@ package istioglobal
 
 import (
 	"maps"
-	"net/netip"
 	"slices"
 	"sync/atomic"
 	"time"
@@ -49,6 +48,9 @@ func (ig *IstioGlobal) shutdown() error {
 		s.stop()
 	}
 	<-ig.done
+	if ig.wake != nil {
+		ig.wake.Stop()
+	}
 	ig.stop = nil
 	ig.retire()
 	return nil
@@ -87,9 +89,6 @@ func (ig *IstioGlobal) rebuild() {
 		for j := range changes {
 			c := &changes[j]
 			c.id.source = int32(i)
-			if c.entry != nil && !inNamespaces(c.entry.Namespace, ig.namespaces) {
-				c.entry = nil
-			}
 		}
 		e.apply(changes)
 		e.setUnreadable(i, unreadable)
@@ -103,13 +102,20 @@ func (ig *IstioGlobal) rebuild() {
 		e.setUnreadable(len(ig.sources), problems)
 		if !maps.Equal(live, ig.live) || ig.live == nil {
 			ig.live = live
-			e.setAlloc(func([]string, func(netip.Addr) bool) (map[string]vip.VIPs, []string) { return live, nil })
+			e.setAlloc(func([]string, vip.Reserved) (map[string]vip.VIPs, []string) { return live, nil })
 		}
 	}
 	t := e.commit(serials.next)
+	if d := e.deadline; !d.IsZero() && d != ig.wakeAt { // a host waiting for its VIP becomes overdue
+		ig.wakeAt = d
+		if ig.wake != nil {
+			ig.wake.Stop()
+		}
+		ig.wake = time.AfterFunc(time.Until(d), ig.notify)
+	}
 	if ig.store != nil && e.demandChanged {
 		e.demandChanged = false
-		ig.store.Demand(e.lastWant, e.reserved.snapshot().has)
+		ig.store.Demand(e.lastWant, e.reserved.snapshot().run)
 	}
 	if t == nil {
 		builds.WithLabelValues("unchanged").Inc()
@@ -124,7 +130,7 @@ func (ig *IstioGlobal) rebuild() {
 
 // tableConfig is the plugin's configuration as build takes it.
 func (ig *IstioGlobal) tableConfig() tableConfig {
-	c := tableConfig{zones: ig.Zones, ttl: ig.ttl, ns: ig.ns, export: ig.export}
+	c := tableConfig{zones: ig.Zones, ttl: ig.ttl, ns: ig.ns, export: ig.export, namespaces: ig.namespaces}
 	if c.ns.name == "" { // not set up by parse
 		c.ns = defaultNameServer(ig.Zones, nil)
 	}
@@ -132,7 +138,7 @@ func (ig *IstioGlobal) tableConfig() tableConfig {
 		c.alloc, c.pool = ig.allocator.Deterministic, ig.allocator.Overlaps
 	}
 	if ig.store != nil { // until the allocations are read
-		c.alloc = func([]string, func(netip.Addr) bool) (map[string]vip.VIPs, []string) { return nil, nil }
+		c.alloc = func([]string, vip.Reserved) (map[string]vip.VIPs, []string) { return nil, nil }
 	}
 	return c
 }

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/coredns-istio/coredns-istio/plugin/istioglobal/hostname"
 	"github.com/coredns-istio/coredns-istio/plugin/istioglobal/vip"
@@ -21,7 +22,17 @@ type tableConfig struct {
 	alloc  allocFunc               // nil: autoallocate off
 	pool   func(netip.Prefix) bool // whether a prefix overlaps the autoallocate ranges; nil: any may
 	export exportPolicy
+	// namespaces are the only ones served (empty: all). The files source reads every namespace:
+	// the others' entries only reserve their addresses, so that no VIP equals one of them.
+	namespaces []string
+	now        func() time.Time // nil: time.Now
 }
+
+// pendingLimit is how long a host waits for its persisted VIP with SERVFAIL, the answer that no
+// resolver caches: longer than a leader failover (a 15 s lease) and its write. After that it
+// answers NODATA, counted as skipped{reason="no_vip"}, until the VIP appears: a full range, or
+// an allocations ConfigMap that cannot be read or written, must not fail every lookup forever.
+const pendingLimit = 30 * time.Second
 
 // nameServer is the target of every zone's NS record and SOA MNAME. With addresses, it is a
 // name of ours and answers them (and rides along as glue); without, it resolves elsewhere.
@@ -33,7 +44,7 @@ type nameServer struct {
 // allocFunc gives VIPs to the hosts that want them (in priority order), never a reserved
 // address; it returns the hosts it could not serve. vip.Allocator.Deterministic is one; the
 // persisted allocations are another.
-type allocFunc func(hosts []string, reserved func(netip.Addr) bool) (map[string]vip.VIPs, []string)
+type allocFunc func(hosts []string, reserved vip.Reserved) (map[string]vip.VIPs, []string)
 
 // optOutLabel is Istio's label for an entry that must not get an auto-allocated address.
 const optOutLabel = "networking.istio.io/enable-autoallocate-ip"
@@ -94,8 +105,10 @@ type hostState struct {
 // hostVIP is the allocation of a host that wants a VIP.
 type hostVIP struct {
 	vips    vip.VIPs
-	pending bool // the persisted allocations do not hold it yet
-	full    bool // the ranges have no room for it
+	pending bool      // the persisted allocations do not hold it yet
+	overdue bool      // pending for longer than pendingLimit: NODATA
+	since   time.Time // when it began to wait
+	full    bool      // the ranges have no room for it
 }
 
 // draft is a host derived from its entries in this commit, before VIPs.
@@ -139,6 +152,7 @@ type engine struct {
 	problems   problemSet
 	unreadable map[int][]Problem // by source
 	journal    journal
+	deadline   time.Time // when the first pending host becomes overdue; zero: none waits
 }
 
 func newEngine(c tableConfig) *engine {
@@ -230,6 +244,9 @@ func (e *engine) addEntry(id entryID, ent *Entry) {
 	key := id.key
 	e.entries[id] = rec
 	e.reserve(ent, 1)
+	if !inNamespaces(ent.Namespace, e.cfg.namespaces) {
+		return
+	}
 	var problems []Problem
 	defer func() { e.problems.replace(&rec.problems, problems) }()
 	if len(ent.Hosts) == 0 {
@@ -373,6 +390,9 @@ func (e *engine) ourHosts(ent *Entry, key string) (names []string, claimed bool,
 func (e *engine) commit(serial func() uint32) *Table {
 	for h := range e.dirty {
 		e.derive(h)
+	}
+	if !e.deadline.IsZero() && !e.clock().Before(e.deadline) {
+		e.allocChanged = true // a pending host is overdue
 	}
 	if reservationsChanged := e.reserved.settle(); e.allocating && (e.wantsChanged || reservationsChanged || e.allocChanged) {
 		e.allocate()
@@ -539,6 +559,13 @@ func (e *engine) scopes(h *hostState) (answered scope, shadowed map[scope]bool) 
 	return answered, shadowed
 }
 
+func (e *engine) clock() time.Time {
+	if e.cfg.now != nil {
+		return e.cfg.now()
+	}
+	return time.Now()
+}
+
 func emptied[K comparable, V any](m map[K]V) map[K]V {
 	if len(m) > 1024 {
 		return make(map[K]V)
@@ -628,17 +655,27 @@ func (e *engine) allocate() {
 	full := map[string]bool{}
 	if len(names) > 0 {
 		var exhausted []string
-		vips, exhausted = e.cfg.alloc(names, e.reserved.has)
+		vips, exhausted = e.cfg.alloc(names, e.reserved.run)
 		for _, n := range exhausted {
 			full[n] = true
 		}
 	}
+	now := e.clock()
+	e.deadline = time.Time{}
 	for _, h := range hosts {
 		v, ok := vips[h.name]
 		// Persisted VIPs appear once the leader has written them: until then the answer is
-		// unknown, and a negative one would be cached.
-		pending := !ok && !full[h.name]
-		if next := (hostVIP{vips: v, pending: pending, full: full[h.name]}); next != *h.vip {
+		// unknown, and a negative one would be cached; but not for longer than pendingLimit.
+		next := hostVIP{vips: v, pending: !ok && !full[h.name], full: full[h.name]}
+		if next.pending {
+			next.since = cmp.Or(h.vip.since, now)
+			if deadline := next.since.Add(pendingLimit); !now.Before(deadline) {
+				next.pending, next.overdue = false, true
+			} else if e.deadline.IsZero() || deadline.Before(e.deadline) {
+				e.deadline = deadline
+			}
+		}
+		if next != *h.vip {
 			*h.vip = next
 			if _, ok := e.drafts[h]; !ok {
 				e.derive(h)

@@ -71,6 +71,10 @@ func (e *engine) finish(h *hostState) {
 			problems = append(problems, Problem{kindHost, reasonScopeConflict, recNames(d.shadowed),
 				fmt.Sprintf("%s: declared with other addresses than the entries exported to %s, whose addresses are answered", h.name, c.answered)})
 		}
+		if h.vip != nil && h.vip.overdue {
+			problems = append(problems, Problem{kindAddress, reasonNoVIP, entryNames(next),
+				fmt.Sprintf("no VIP for %s after %v: the allocations ConfigMap holds none (see the allocation metrics); answering NODATA until it does", h.name, pendingLimit)})
+		}
 		if h.vip != nil && h.vip.full {
 			problems = append(problems, Problem{kindAddress, reasonExhausted, entryNames(next),
 				fmt.Sprintf("no VIP for %s: the autoallocate ranges are full", h.name)})

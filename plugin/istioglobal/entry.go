@@ -133,6 +133,7 @@ const (
 	reasonUnspecified     = "unspecified"       // 0.0.0.0 or ::
 	reasonTooMany         = "too_many"          // more than maxAddressesPerHost for one host
 	reasonExhausted       = "exhausted"         // no free VIP left in the autoallocate ranges
+	reasonNoVIP           = "no_vip"            // the persisted allocations held no VIP for pendingLimit
 	reasonCorrupt         = "corrupt"           // an allocations entry that does not decode; its addresses stay held
 )
 

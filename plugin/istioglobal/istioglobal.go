@@ -3,6 +3,7 @@ package istioglobal
 import (
 	"context"
 	"sync/atomic"
+	"time"
 
 	"github.com/coredns-istio/coredns-istio/internal/debounce"
 	"github.com/coredns-istio/coredns-istio/plugin/istioglobal/vip"
@@ -29,6 +30,8 @@ type IstioGlobal struct {
 
 	table   atomic.Pointer[Table] // nil until every source has synced, or a predecessor's
 	changed *debounce.Burst       // a pending rebuild
+	wake    *time.Timer           // a rebuild when a host waiting for its VIP becomes overdue
+	wakeAt  time.Time
 	stop    chan struct{}
 	done    chan struct{}
 	// Owned by the builder goroutine:

@@ -17,6 +17,7 @@ import (
 	"strings"
 
 	"github.com/coredns-istio/coredns-istio/plugin/istioglobal/hostname"
+	"github.com/coredns-istio/coredns-istio/plugin/istioglobal/vip"
 	"github.com/miekg/dns"
 )
 
@@ -77,11 +78,9 @@ func (r *oReservation) seal() {
 	r.prefixes = kept
 }
 
-// has reports whether a is reserved; the oReservation must be sealed.
-func (r *oReservation) has(a netip.Addr) bool {
-	if _, ok := r.addrs[a]; ok {
-		return true
-	}
+// run is vip.Reserved: the addresses from a on through the end of the range holding it, 1 for
+// a reserved address, 0 for a free one; the oReservation must be sealed.
+func (r *oReservation) run(a netip.Addr) uint64 {
 	// The last range that starts at or before a is the only one that can hold it.
 	i, _ := slices.BinarySearchFunc(r.prefixes, a, func(p netip.Prefix, a netip.Addr) int {
 		if p.Addr().Compare(a) <= 0 {
@@ -89,7 +88,13 @@ func (r *oReservation) has(a netip.Addr) bool {
 		}
 		return 1
 	})
-	return i > 0 && r.prefixes[i-1].Contains(a)
+	if i > 0 && r.prefixes[i-1].Contains(a) {
+		return vip.Through(a, r.prefixes[i-1])
+	}
+	if _, ok := r.addrs[a]; ok {
+		return 1
+	}
+	return 0
 }
 
 // oNode is a name that exists in a oZone. A oNode without records is an empty non-terminal, or
@@ -176,6 +181,9 @@ func oracleBuild(entries []Entry, c tableConfig, serial uint32) *oTable {
 		t.reserved.add(e.Addresses...)
 		for _, sa := range e.StatusAddresses {
 			t.reserved.add(sa.Value)
+		}
+		if !inNamespaces(e.Namespace, c.namespaces) {
+			continue // reserves its addresses, serves nothing
 		}
 		if t.addEntry(e, hosts, &order, c) {
 			t.entries++
@@ -407,7 +415,7 @@ func (t *oTable) allocate(order []*oHost, alloc allocFunc) {
 	if alloc == nil || len(t.wants) == 0 {
 		return
 	}
-	vips, exhausted := alloc(t.wants, t.reserved.has)
+	vips, exhausted := alloc(t.wants, t.reserved.run)
 	full := make(map[string]bool, len(exhausted))
 	for _, name := range exhausted {
 		full[name] = true

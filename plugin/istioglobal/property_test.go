@@ -313,7 +313,7 @@ func TestIncrementalEqualsFromScratch(t *testing.T) {
 		{"h2.b.global.": {V6: netip.MustParseAddr("fd00::8")}, "x.w.global.": {V4: netip.MustParseAddr("240.241.0.3")}},
 	}
 	live := func(i int) allocFunc {
-		return func([]string, func(netip.Addr) bool) (map[string]vip.VIPs, []string) { return persisted[i%2], nil }
+		return func([]string, vip.Reserved) (map[string]vip.VIPs, []string) { return persisted[i%2], nil }
 	}
 	for _, mode := range []struct {
 		name  string

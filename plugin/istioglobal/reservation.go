@@ -3,6 +3,8 @@ package istioglobal
 import (
 	"maps"
 	"net/netip"
+
+	"github.com/coredns-istio/coredns-istio/plugin/istioglobal/vip"
 )
 
 // reservation counts the addresses and ranges ServiceEntries declare, in spec or status,
@@ -90,19 +92,21 @@ func bump[K comparable](m map[K]int32, k K, d int32) {
 	}
 }
 
-// has reports whether a, an address of the autoallocate ranges, is reserved.
-func (r *reservation) has(a netip.Addr) bool {
-	if r.addrs[a] > 0 {
-		return true
-	}
+// run is vip.Reserved: how many addresses from a (an address of the autoallocate ranges) on
+// are reserved without a gap: through the end of the widest reserved range holding a, 1 for a
+// reserved address, 0 when a is free.
+func (r *reservation) run(a netip.Addr) uint64 {
 	for bits, n := range r.lengths[family(a)] {
 		if n > 0 {
 			if p, err := a.Prefix(bits); err == nil && r.prefixes[p] > 0 {
-				return true
+				return vip.Through(a, p)
 			}
 		}
 	}
-	return false
+	if r.addrs[a] > 0 {
+		return 1
+	}
+	return 0
 }
 
 // snapshot is a copy that later changes to r do not touch, for a reader on another goroutine.

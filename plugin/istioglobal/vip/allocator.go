@@ -110,7 +110,7 @@ func (a *Allocator) Capacity() (v4, v6 uint64) { return a.v4.total, a.v6.total }
 // address is no longer reserved) it moves back to it, and a host ahead of it in priority order
 // that comes to probe onto its address takes it. New ServiceEntries sort last, so adding entries
 // never moves a VIP. The persisted mode (next) removes these exceptions.
-func (a *Allocator) Deterministic(hosts []string, reserved func(netip.Addr) bool) (vips map[string]VIPs, exhausted []string) {
+func (a *Allocator) Deterministic(hosts []string, reserved Reserved) (vips map[string]VIPs, exhausted []string) {
 	// Defined through next, so the persisted mode picks exactly what this mode would.
 	next, exhausted, _ := a.next(nil, hosts, reserved, time.Time{})
 	vips = make(map[string]VIPs, len(next))
@@ -136,7 +136,7 @@ func (a *Allocator) Deterministic(hosts []string, reserved func(netip.Addr) bool
 //     ConfigMap entry.
 //
 // exhausted lists the hosts left without an address in some configured family.
-func (a *Allocator) next(current map[string]allocation, hosts []string, reserved func(netip.Addr) bool, now time.Time) (next map[string]allocation, exhausted, conflicts []string) {
+func (a *Allocator) next(current map[string]allocation, hosts []string, reserved Reserved, now time.Time) (next map[string]allocation, exhausted, conflicts []string) {
 	live := make(map[string]bool, len(hosts))
 	order := make([]string, 0, len(hosts))
 	for _, h := range hosts {
@@ -167,7 +167,7 @@ func (a *Allocator) next(current map[string]allocation, hosts []string, reserved
 			if dup && live[other] {
 				conflict[other] = true
 			}
-			if live[h] && (dup || reserved(x)) {
+			if live[h] && (dup || reserved(x) > 0) {
 				conflict[h] = true
 			}
 			taken[x] = h
@@ -208,31 +208,75 @@ func (a *Allocator) next(current map[string]allocation, hosts []string, reserved
 	return next, exhausted, conflicts
 }
 
+// Reserved says which addresses may never be handed out (ServiceEntries declare them): for an
+// address, how many addresses from it on are reserved without a gap (0: it is free; 1: a single
+// reserved address; inside a reserved range, the addresses up to its end), so that a probe
+// passes a reserved range of any size in one step.
+type Reserved func(netip.Addr) uint64
+
+// Through is the number of addresses from a through the last address of p (a in p), at most
+// math.MaxUint64.
+func Through(a netip.Addr, p netip.Prefix) uint64 {
+	last := lastOf(p)
+	if a.Is4() {
+		x, y := a.As4(), last.As4()
+		return uint64(binary.BigEndian.Uint32(y[:])-binary.BigEndian.Uint32(x[:])) + 1
+	}
+	x, y := a.As16(), last.As16()
+	lo, borrow := bits.Sub64(binary.BigEndian.Uint64(y[8:]), binary.BigEndian.Uint64(x[8:]), 0)
+	hi, _ := bits.Sub64(binary.BigEndian.Uint64(y[:8]), binary.BigEndian.Uint64(x[:8]), borrow)
+	if hi > 0 || lo == math.MaxUint64 {
+		return math.MaxUint64
+	}
+	return lo + 1
+}
+
+// lastOf is the last address of p.
+func lastOf(p netip.Prefix) netip.Addr {
+	b := p.Masked().Addr().AsSlice()
+	for i := range b {
+		if bitsLeft := p.Bits() - 8*i; bitsLeft < 8 {
+			b[i] |= byte(0xff >> max(0, bitsLeft))
+		}
+	}
+	a, _ := netip.AddrFromSlice(b)
+	return a
+}
+
 // claim gives each host in turn the first address along its probe sequence that is neither
 // taken nor reserved, records it in taken and reports it to got. It returns the hosts left
-// without one; a pool with no range claims nothing and leaves no one short.
-func (p *pool) claim(hosts []string, taken map[netip.Addr]string, reserved func(netip.Addr) bool, got func(string, netip.Addr)) (short []string) {
+// without one; a pool with no range claims nothing and leaves no one short. A reserved range
+// costs the probe one step, whatever its size (a ServiceEntry declaring fd00::/65 in a pool of
+// fd00::/64 leaves the other half to the hosts that hash into the first). The pool is called
+// full, and the hosts after one that found nothing short without a search, only when that
+// host's probe went round the whole pool.
+func (p *pool) claim(hosts []string, taken map[netip.Addr]string, reserved Reserved, got func(string, netip.Addr)) (short []string) {
 	if p.total == 0 {
 		return nil
 	}
 	limit := min(p.total, uint64(len(taken))+uint64(len(hosts))+probeSlack)
-	full := false // once one host finds nothing, the pool is (as good as) full for the rest
+	full := false
 	for _, h := range hosts {
 		var x netip.Addr
-		start := hostHash(h) % p.total
+		i, passed := hostHash(h)%p.total, uint64(0)
 		for k := uint64(0); k < limit && !full; k++ {
-			i := start + k
-			if k >= p.total-start {
-				i = k - (p.total - start)
-			}
 			c := p.at(i)
-			if _, t := taken[c]; !t && !reserved(c) {
-				x = c
-				break
+			step := uint64(1)
+			if _, t := taken[c]; !t {
+				if step = reserved(c); step == 0 {
+					x = c
+					break
+				}
+				step = min(step, p.remaining(i))
+			}
+			if passed += step; passed >= p.total {
+				full = true
+			}
+			if i += step; i >= p.total { // step never passes the end of the pool
+				i -= p.total
 			}
 		}
 		if !x.IsValid() {
-			full = true
 			short = append(short, h)
 			continue
 		}
@@ -240,6 +284,17 @@ func (p *pool) claim(hosts []string, taken map[netip.Addr]string, reserved func(
 		got(h, x)
 	}
 	return short
+}
+
+// remaining is the number of addresses from the i-th of the pool to the end of its range.
+func (p *pool) remaining(i uint64) uint64 {
+	for _, n := range p.sizes {
+		if i < n {
+			return n - i
+		}
+		i -= n
+	}
+	return 1
 }
 
 func (p *pool) add(r netip.Prefix) {

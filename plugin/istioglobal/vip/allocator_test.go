@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"maps"
+	"math"
 	"math/rand/v2"
 	"net/netip"
 	"slices"
@@ -25,14 +26,31 @@ func mustAllocator(t testing.TB, grace time.Duration, ranges ...string) *Allocat
 	return a
 }
 
-func unreserved(netip.Addr) bool { return false }
+func unreserved(netip.Addr) uint64 { return 0 }
 
-func reservedOf(addrs ...netip.Addr) func(netip.Addr) bool {
+func reservedOf(addrs ...netip.Addr) Reserved {
 	set := make(map[netip.Addr]bool)
 	for _, x := range addrs {
 		set[x] = true
 	}
-	return func(x netip.Addr) bool { return set[x] }
+	return func(x netip.Addr) uint64 {
+		if set[x] {
+			return 1
+		}
+		return 0
+	}
+}
+
+// reservedPrefixes reserves whole ranges, as a ServiceEntry's CIDR does.
+func reservedPrefixes(ps ...netip.Prefix) Reserved {
+	return func(x netip.Addr) uint64 {
+		for _, p := range ps {
+			if p.Contains(x) {
+				return Through(x, p)
+			}
+		}
+		return 0
+	}
 }
 
 var mustAddr = netip.MustParseAddr
@@ -70,7 +88,7 @@ func fnv64a(s string) uint64 {
 }
 
 // referenceDeterministic is deterministic written the obvious way, for small ranges.
-func referenceDeterministic(ranges []netip.Prefix, hosts []string, reserved func(netip.Addr) bool) (map[string]VIPs, []string) {
+func referenceDeterministic(ranges []netip.Prefix, hosts []string, reserved Reserved) (map[string]VIPs, []string) {
 	vips := make(map[string]VIPs)
 	var exhausted []string
 	lists := [2][]netip.Addr{usableIn(ranges, true), usableIn(ranges, false)}
@@ -85,7 +103,7 @@ func referenceDeterministic(ranges []netip.Prefix, hosts []string, reserved func
 			found := false
 			for k := range uint64(len(list)) {
 				c := list[(start+k)%uint64(len(list))]
-				if !taken[c] && !reserved(c) {
+				if !taken[c] && reserved(c) == 0 {
 					taken[c] = true
 					v := vips[h]
 					if fam == 0 {
@@ -382,7 +400,7 @@ func TestVIPExhaustion(t *testing.T) {
 	// A reserved CIDR covering a huge range ends the probe instead of running for ever.
 	a = mustAllocator(t, 0, "2001:2:0:1::/64")
 	block := netip.MustParsePrefix("2001:2::/48")
-	vips, exhausted = a.Deterministic(allocHosts("svc", 1000), block.Contains)
+	vips, exhausted = a.Deterministic(allocHosts("svc", 1000), reservedPrefixes(block))
 	if len(vips) != 0 || len(exhausted) != 1000 {
 		t.Errorf("%d VIPs, %d exhausted, want none and all", len(vips), len(exhausted))
 	}
@@ -742,7 +760,12 @@ func TestAllocateNextProperties(t *testing.T) {
 		saved, prevHolder, holder, short := map[string]allocation{}, map[netip.Addr]string{}, map[netip.Addr]string{}, map[string]bool{}
 		last := map[string]VIPs{}
 		res := map[netip.Addr]bool{}
-		reserved := func(x netip.Addr) bool { return res[x] }
+		reserved := func(x netip.Addr) uint64 {
+			if res[x] {
+				return 1
+			}
+			return 0
+		}
 		now := allocT0
 		counter := 0
 		fail := func(step int, format string, args ...any) {
@@ -919,6 +942,53 @@ func TestAllocateNextProperties(t *testing.T) {
 				fail(step, "round trip: %v, held %v, errs %v", back, held, errs)
 			}
 			state = back
+		}
+	}
+}
+
+// A reserved range larger than any probe (fd00::/65 in a pool of fd00::/64: 2^63 addresses) is
+// passed in one step: the hosts that hash into it get addresses of the other half, and the pool
+// is not called full while half of it is free.
+func TestVIPSkipsLargeReservedRanges(t *testing.T) {
+	a := mustAllocator(t, 0, "fd00::/64")
+	half := netip.MustParsePrefix("fd00::/65")
+	hosts := allocHosts("svc", 40)
+	vips, exhausted := a.Deterministic(hosts, reservedPrefixes(half))
+	if len(exhausted) != 0 || len(vips) != 40 {
+		t.Fatalf("%d VIPs, %d exhausted (%v), want all 40 served", len(vips), len(exhausted), exhausted)
+	}
+	for h, v := range vips {
+		if half.Contains(v.V6) {
+			t.Errorf("%s got %s, inside the reserved %s", h, v.V6, half)
+		}
+	}
+	// A reserved range in the middle of an IPv4 pool: the same, and the first address after it
+	// is what linear probing would give.
+	a = mustAllocator(t, 0, "240.241.0.0/16")
+	block := netip.MustParsePrefix("240.241.0.0/17")
+	vips, exhausted = a.Deterministic(hosts, reservedPrefixes(block))
+	want, wantEx := referenceDeterministic([]netip.Prefix{netip.MustParsePrefix("240.241.0.0/16")}, hosts, reservedPrefixes(block))
+	if len(exhausted) != 0 || !maps.Equal(vips, want) || len(wantEx) != 0 {
+		t.Errorf("with %s reserved: %v %v, want linear probing's %v %v", block, vips, exhausted, want, wantEx)
+	}
+}
+
+func TestThrough(t *testing.T) {
+	for _, tc := range []struct {
+		a, p string
+		want uint64
+	}{
+		{"240.241.0.0", "240.241.0.0/16", 65536},
+		{"240.241.255.255", "240.241.0.0/16", 1},
+		{"240.241.1.0", "240.241.0.0/23", 256},
+		{"fd00::", "fd00::/65", 1 << 63},
+		{"fd00::1", "fd00::/64", math.MaxUint64},
+		{"fd00::", "fd00::/64", math.MaxUint64},
+		{"fd00::", "fd00::/32", math.MaxUint64},
+		{"fd00::ff", "fd00::/120", 1},
+	} {
+		if got := Through(netip.MustParseAddr(tc.a), netip.MustParsePrefix(tc.p)); got != tc.want {
+			t.Errorf("Through(%s, %s) = %d, want %d", tc.a, tc.p, got, tc.want)
 		}
 	}
 }

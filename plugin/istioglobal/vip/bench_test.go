@@ -8,7 +8,7 @@ import (
 
 // allocBench is 10k hosts in the default ranges, with 1k addresses declared by other entries,
 // a tenth of them inside our IPv4 range.
-func allocBench(b *testing.B) (*Allocator, []string, func(netip.Addr) bool) {
+func allocBench(b *testing.B) (*Allocator, []string, Reserved) {
 	a, err := New(DefaultRanges, time.Hour)
 	if err != nil {
 		b.Fatal(err)

@@ -80,7 +80,7 @@ type Store struct {
 // demanded is what one rebuild asked for.
 type demanded struct {
 	hosts    []string
-	reserved func(netip.Addr) bool
+	reserved Reserved
 }
 
 func NewStore(namespace, name string, config *rest.Config, alloc *Allocator) *Store {
@@ -249,7 +249,7 @@ func (s *Store) Current() (live map[string]VIPs, corrupt []error) {
 // Demand records the hosts that want VIPs and the addresses no VIP may be; the leader then
 // reconciles the ConfigMap in the background. It never blocks, and only the latest demand
 // matters. Every replica records it, so that a new leader starts from what it serves.
-func (s *Store) Demand(hosts []string, reserved func(netip.Addr) bool) {
+func (s *Store) Demand(hosts []string, reserved Reserved) {
 	s.mu.Lock()
 	s.want = &demanded{hosts: hosts, reserved: reserved}
 	s.mu.Unlock()
@@ -370,9 +370,14 @@ func (s *Store) next(data map[string]string, want *demanded) map[string]string {
 	for _, a := range held {
 		heldSet[a] = struct{}{}
 	}
-	reserved := func(a netip.Addr) bool {
-		_, h := heldSet[a]
-		return h || want.reserved != nil && want.reserved(a)
+	reserved := func(a netip.Addr) uint64 {
+		if _, h := heldSet[a]; h {
+			return 1
+		}
+		if want.reserved != nil {
+			return want.reserved(a)
+		}
+		return 0
 	}
 	next, exhausted, conflicts := s.alloc.next(current, want.hosts, reserved, time.Now())
 	allocationConflicts.Set(float64(len(conflicts)))

@@ -114,7 +114,7 @@ func value(c prometheus.Metric) float64 {
 	return m.Counter.GetValue()
 }
 
-func noneReserved(netip.Addr) bool { return false }
+func noneReserved(netip.Addr) uint64 { return 0 }
 
 // liveHosts waits until current() serves exactly hosts, and returns their VIPs.
 func liveHosts(t *testing.T, s *Store, hosts ...string) map[string]VIPs {
@@ -278,7 +278,12 @@ func TestAllocationStoreReservedAddresses(t *testing.T) {
 	waitLeading(t, s)
 	// Everything but 240.241.0.9 is declared by some ServiceEntry.
 	free := netip.MustParseAddr("240.241.0.9")
-	s.Demand([]string{"a.x.global."}, func(a netip.Addr) bool { return a.Is4() && a != free })
+	s.Demand([]string{"a.x.global."}, func(a netip.Addr) uint64 {
+		if a.Is4() && a != free {
+			return 1
+		}
+		return 0
+	})
 	if v := liveHosts(t, s, "a.x.global.")["a.x.global."]; v.V4 != free {
 		t.Errorf("a got %v, want the one address not reserved, %s", v, free)
 	}
@@ -291,7 +296,7 @@ func TestAllocationStoreKeepsConflictingVIPs(t *testing.T) {
 	waitLeading(t, s)
 
 	// A ServiceEntry now declares a's IPv4 VIP: a keeps it, and the conflict is reported.
-	s.Demand([]string{"a.x.global.", "b.x.global."}, func(x netip.Addr) bool { return x == a.V4 })
+	s.Demand([]string{"a.x.global.", "b.x.global."}, reservedOf(a.V4))
 	live := liveHosts(t, s, "a.x.global.", "b.x.global.")
 	if live["a.x.global."] != a {
 		t.Errorf("a moved to %v", live["a.x.global."])
