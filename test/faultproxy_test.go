@@ -9,9 +9,11 @@ import (
 // faultProxy is a loopback TCP proxy in front of an API server that a test can break the way a
 // network does. pause is a partition: connections stay open, nothing gets through (bytes wait,
 // as TCP retransmissions would, until resume), and new connections are accepted but carry
-// nothing. reset closes every connection, as a load balancer restart does.
+// nothing. reset closes every connection, as a load balancer restart does. refuse stops
+// accepting (new connections are refused; open ones go on) until accept.
 type faultProxy struct {
 	ln       net.Listener
+	address  string
 	upstream string
 
 	mu     sync.Mutex
@@ -26,11 +28,11 @@ func startFaultProxy(t testing.TB, upstream string) *faultProxy {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &faultProxy{ln: ln, upstream: upstream, conns: map[net.Conn]struct{}{}}
+	p := &faultProxy{ln: ln, address: ln.Addr().String(), upstream: upstream, conns: map[net.Conn]struct{}{}}
 	p.cond = sync.NewCond(&p.mu)
-	go p.serve()
+	go p.serve(ln)
 	t.Cleanup(func() {
-		ln.Close()
+		p.refuse()
 		p.resume()
 		p.reset()
 	})
@@ -38,16 +40,37 @@ func startFaultProxy(t testing.TB, upstream string) *faultProxy {
 }
 
 // addr is host:port of the proxy.
-func (p *faultProxy) addr() string { return p.ln.Addr().String() }
+func (p *faultProxy) addr() string { return p.address }
 
-func (p *faultProxy) serve() {
+func (p *faultProxy) serve(ln net.Listener) {
 	for {
-		c, err := p.ln.Accept()
+		c, err := ln.Accept()
 		if err != nil {
 			return
 		}
 		go p.forward(c)
 	}
+}
+
+func (p *faultProxy) refuse() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.ln != nil {
+		p.ln.Close()
+		p.ln = nil
+	}
+}
+
+func (p *faultProxy) accept(t testing.TB) {
+	t.Helper()
+	ln, err := net.Listen("tcp", p.address)
+	if err != nil {
+		t.Fatalf("proxy listening again on %s: %v", p.address, err)
+	}
+	p.mu.Lock()
+	p.ln = ln
+	p.mu.Unlock()
+	go p.serve(ln)
 }
 
 func (p *faultProxy) forward(client net.Conn) {

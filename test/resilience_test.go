@@ -240,8 +240,9 @@ func etcdCompact(t *testing.T) int64 {
 // without a watch cache) re-lists without a serving gap: no query fails, and the entries
 // created and deleted meanwhile appear and disappear. The API server shuts down gracefully,
 // ending the watch cleanly, so that the reflector watches again from its last resourceVersion
-// (a broken watch would re-list at once, and never see the 410); the changes and the
-// compaction happen while it is down.
+// (a broken watch would re-list at once, and never see the 410); connections to it are refused
+// meanwhile, as from a stopped process, and only once it serves ServiceEntries again does the
+// watch reach it, after the changes and the compaction.
 func TestRelistAfterCompaction(t *testing.T) {
 	const ns = "relist"
 	createNamespace(t, ns)
@@ -261,18 +262,31 @@ func TestRelistAfterCompaction(t *testing.T) {
 		if err := cluster.waitAPIServer(context.Background(), p, host); err != nil {
 			t.Fatalf("kube-apiserver without watch cache: %v", err)
 		}
+		cfg := rest.CopyConfig(restConfig)
+		cfg.Host = host
+		client, err := istioclient.NewForConfig(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, 30*time.Second, func() error { // CRDs are served a moment after readyz
+			_, err := client.NetworkingV1().ServiceEntries(ns).List(apiContext(t), metav1.ListOptions{Limit: 1})
+			return err
+		})
 		return p
 	}
 	apiserver := start()
-	c := startCoreDNS(t, sourceCorefile(t, ns, host, ""))
+	proxy := startFaultProxy(t, strings.TrimPrefix(host, "https://"))
+	c := startCoreDNS(t, sourceCorefile(t, ns, "https://"+proxy.addr(), ""))
 	c.waitReady(t, 20*time.Second)
 	stopLoad := queryLoad(t, c.Addr, "relisted", 10, 200)
 	relistsBefore := metricValue(t, c, "coredns_istioglobal_relists_total")
 
+	proxy.refuse()
 	apiserver.stop(30 * time.Second)
 	want := outageChanges(t, istioClient, ns, "relist", "changing-0", "changing-1")
 	rev := etcdCompact(t)
 	start()
+	proxy.accept(t)
 	back := time.Now()
 	took := answeredWithin(t, c, back, recoveryGoal, want)
 	t.Logf("etcd compacted at revision %d: changes answered %v after the API server was back", rev, took.Round(time.Millisecond))

@@ -19,15 +19,16 @@ import (
 )
 
 // watchHealth follows the lists and watches of one reflector: it counts relists, watch restarts
-// and failures by reason, and logs a failure once, when it begins (a forbidden list, say: RBAC
-// taken away), and once more when the API server answers again. The last table serves on.
+// and failures by reason, and logs each reason of a failure once, when it first appears (a
+// forbidden list, say: RBAC taken away), and once more when the API server answers again. The
+// last table serves on.
 type watchHealth struct {
 	namespace string
 
 	mu      sync.Mutex
-	lists   int    // full lists begun
-	watches int    // watches begun
-	failing string // the reason logged for the failure in progress; "" while healthy
+	lists   int             // full lists begun
+	watches int             // watches begun
+	failing map[string]bool // the reasons logged since the last success; nil while healthy
 }
 
 func (h *watchHealth) listWatch(client versioned.Interface, namespace string) cache.ListerWatcher {
@@ -117,18 +118,21 @@ func (h *watchHealth) observe(ctx context.Context, verb string, err error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if err == nil {
-		if h.failing != "" {
+		if h.failing != nil {
 			log.Infof("ServiceEntries in %s: %s succeeds again", where, verb)
 		}
-		h.failing = ""
+		h.failing = nil
 		return
 	}
 	reason := watchErrorReason(err)
 	watchErrors.WithLabelValues(reason).Inc()
-	if reason == h.failing {
+	if h.failing[reason] {
 		return
 	}
-	h.failing = reason
+	if h.failing == nil {
+		h.failing = map[string]bool{}
+	}
+	h.failing[reason] = true
 	if reason == "forbidden" {
 		log.Errorf("ServiceEntries in %s: not allowed to %s %s (grant get, list and watch on them): %v; serving the last table",
 			where, verb, networkingv1.SchemeGroupVersion.WithResource("serviceentries").GroupResource(), err)

@@ -269,8 +269,10 @@ func (p *pool) claim(hosts []string, taken map[netip.Addr]string, reserved Reser
 				}
 				step = min(step, p.remaining(i))
 			}
-			if passed += step; passed >= p.total {
+			if sum, carry := bits.Add64(passed, step, 0); carry != 0 || sum >= p.total {
 				full = true
+			} else {
+				passed = sum
 			}
 			if i += step; i >= p.total { // step never passes the end of the pool
 				i -= p.total
