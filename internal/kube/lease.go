@@ -87,9 +87,9 @@ func (c *Campaign) Run(ctx context.Context, lead func(term context.Context) erro
 
 // term campaigns until it has led once (or ctx ends), and returns lead's error.
 func (c *Campaign) term(ctx context.Context, lead func(context.Context) error) error {
-	// The elector's context outlives ctx until lead has returned: cancelling it releases the Lease.
-	electorCtx, release := context.WithCancel(context.WithoutCancel(ctx))
-	defer release()
+	// The elector's context outlives ctx until lead has returned: cancelling it ends the term.
+	electorCtx, endTerm := context.WithCancel(context.WithoutCancel(ctx))
+	defer endTerm()
 	var (
 		mu      sync.Mutex
 		led     chan struct{} // closed when lead has returned; nil until it starts
@@ -107,14 +107,14 @@ func (c *Campaign) term(ctx context.Context, lead func(context.Context) error) e
 		mu.Lock()
 		if ctx.Err() != nil {
 			mu.Unlock()
-			release()
+			endTerm()
 			return
 		}
 		done := make(chan struct{})
 		led = done
 		mu.Unlock()
 		defer close(done)
-		defer release() // however the term ended, give the Lease up
+		defer endTerm() // however the term ended, stop renewing
 		term, end := context.WithCancel(leading)
 		defer end()
 		defer context.AfterFunc(ctx, end)()
@@ -123,12 +123,40 @@ func (c *Campaign) term(ctx context.Context, lead func(context.Context) error) e
 	})
 	defer context.AfterFunc(ctx, func() {
 		waitLead()
-		release()
+		endTerm()
 	})()
 	c.logf("leader election: candidate %s for Lease %s/%s", c.lease.Identity, c.lease.Namespace, c.lease.Name)
 	le.Run(electorCtx)
 	waitLead()
+	mu.Lock()
+	didLead := led != nil
+	mu.Unlock()
+	if didLead {
+		c.release()
+	}
 	return leadErr
+}
+
+// release gives the Lease up, if this candidate still holds it, once its lead has returned, so
+// that a standby takes over at once. client-go's ReleaseOnCancel would do it as soon as a
+// renewal fails, while lead may still be writing.
+func (c *Campaign) release() {
+	ctx, cancel := context.WithTimeout(context.Background(), c.lease.RenewDeadline)
+	defer cancel()
+	leases := c.client.CoordinationV1().Leases(c.lease.Namespace)
+	l, err := leases.Get(ctx, c.lease.Name, metav1.GetOptions{})
+	if err != nil || l.Spec.HolderIdentity == nil || *l.Spec.HolderIdentity != c.lease.Identity {
+		return
+	}
+	// As client-go releases: no holder, and a lease of a second (0 is not valid).
+	l.Spec.HolderIdentity = nil
+	one := int32(1)
+	l.Spec.LeaseDurationSeconds = &one
+	now := metav1.NewMicroTime(time.Now())
+	l.Spec.RenewTime, l.Spec.AcquireTime = &now, &now
+	if _, err := leases.Update(ctx, l, metav1.UpdateOptions{}); err == nil {
+		c.logf("leader election: %s released Lease %s/%s", c.lease.Identity, c.lease.Namespace, c.lease.Name)
+	}
 }
 
 func (c *Campaign) elector(started func(context.Context)) (*leaderelection.LeaderElector, error) {
@@ -143,7 +171,7 @@ func (c *Campaign) elector(started func(context.Context)) (*leaderelection.Leade
 		LeaseDuration:   l.LeaseDuration,
 		RenewDeadline:   l.RenewDeadline,
 		RetryPeriod:     l.RetryPeriod,
-		ReleaseOnCancel: true,
+		ReleaseOnCancel: false, // see release
 		Callbacks: leaderelection.LeaderCallbacks{
 			OnStartedLeading: started,
 			OnStoppedLeading: func() {},

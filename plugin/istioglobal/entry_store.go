@@ -78,7 +78,9 @@ func (s *entryStore) Replace(list []any, _ string) error {
 			keys = append(keys, key)
 		}
 	}
-	s.synced.Store(true)
+	if s.synced.Swap(true) {
+		relists.Inc() // a full list after the first: an outage, an expired watch
+	}
 	s.changed(keys...) // also when nothing changed: the first list makes the source synced
 	return nil
 }

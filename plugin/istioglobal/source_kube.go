@@ -78,6 +78,7 @@ func (k *kubeSource) start(notify func()) error {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	k.cancel = cancel
+	sourceSynced.Set(0)
 	for _, ns := range namespaces {
 		store := &entryStore{items: make(map[string]*cachedEntry), changed: changed}
 		health := &watchHealth{namespace: ns}

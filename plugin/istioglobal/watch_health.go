@@ -18,16 +18,15 @@ import (
 	"k8s.io/client-go/tools/cache"
 )
 
-// watchHealth follows the lists and watches of one reflector: it counts relists, watch restarts
-// and failures by reason, and logs each reason of a failure once, when it first appears (a
+// watchHealth follows the lists and watches of one reflector: it counts watch restarts and
+// failures by reason (relists are counted where they land, in entryStore.Replace), and logs each reason of a failure once, when it first appears (a
 // forbidden list, say: RBAC taken away), and once more when the API server answers again. The
 // last table serves on.
 type watchHealth struct {
 	namespace string
 
 	mu      sync.Mutex
-	lists   int             // full lists begun
-	watches int             // watches begun
+	watches int             // watches begun (not watch-lists)
 	failing map[string]bool // the reasons logged since the last success; nil while healthy
 }
 
@@ -35,33 +34,64 @@ func (h *watchHealth) listWatch(client versioned.Interface, namespace string) ca
 	list, watchFunc := serviceEntryRequests(client, namespace)
 	return &cache.ListWatch{
 		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
-			if o.Continue == "" {
-				h.begin(&h.lists, relists)
-			}
 			l, err := list(ctx, o)
 			h.observe(ctx, "list", err)
 			return l, err
 		},
 		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
-			if o.SendInitialEvents != nil && *o.SendInitialEvents {
-				h.begin(&h.lists, relists) // a list streamed as watch events (watch-list)
-			} else {
-				h.begin(&h.watches, watchRestarts)
+			streamed := o.SendInitialEvents != nil && *o.SendInitialEvents // a watch-list
+			if !streamed {
+				h.mu.Lock()
+				if h.watches++; h.watches > 1 {
+					watchRestarts.Inc()
+				}
+				h.mu.Unlock()
 			}
 			w, err := watchFunc(ctx, o)
+			if streamed && apierrors.IsInvalid(err) {
+				return nil, err // an API server without watch-list: the reflector lists instead
+			}
 			h.observe(ctx, "watch", err)
 			if err != nil {
 				return nil, err
 			}
 			// A watch can also fail in its stream: 410 Gone for an expired resourceVersion.
-			return watch.Filter(w, func(ev watch.Event) (watch.Event, bool) {
-				if ev.Type == watch.Error {
-					h.observe(ctx, "watch", apierrors.FromObject(ev.Object))
-				}
-				return ev, true
-			}), nil
+			return observeErrors(w, func(ev watch.Event) { h.observe(ctx, "watch", apierrors.FromObject(ev.Object)) }), nil
 		},
 	}
+}
+
+// errorObserver passes a watch's events on, and its error events to onError too.
+type errorObserver struct {
+	watch.Interface
+	out  chan watch.Event
+	done chan struct{}
+	once sync.Once
+}
+
+func observeErrors(w watch.Interface, onError func(watch.Event)) watch.Interface {
+	o := &errorObserver{Interface: w, out: make(chan watch.Event), done: make(chan struct{})}
+	go func() {
+		defer close(o.out)
+		for ev := range w.ResultChan() {
+			if ev.Type == watch.Error {
+				onError(ev)
+			}
+			select {
+			case o.out <- ev:
+			case <-o.done: // stopped while an event was on its way: nobody reads any more
+				return
+			}
+		}
+	}()
+	return o
+}
+
+func (o *errorObserver) ResultChan() <-chan watch.Event { return o.out }
+
+func (o *errorObserver) Stop() {
+	o.once.Do(func() { close(o.done) })
+	o.Interface.Stop()
 }
 
 // serviceEntryRequests are list and watch of the ServiceEntries of namespace, without
@@ -95,16 +125,6 @@ func serviceEntryRequests(client versioned.Interface, namespace string) (
 		return request(o).Watch(ctx)
 	}
 	return list, watchFunc
-}
-
-// begin counts a list or watch; all but the first of each are restarts. A reflector lists
-// again (relists) after any failed watch, and watches again after a watch the API server ended.
-func (h *watchHealth) begin(n *int, restarts interface{ Inc() }) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if *n++; *n > 1 {
-		restarts.Inc()
-	}
 }
 
 func (h *watchHealth) observe(ctx context.Context, verb string, err error) {

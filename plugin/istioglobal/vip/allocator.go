@@ -267,7 +267,7 @@ func (p *pool) claim(hosts []string, taken map[netip.Addr]string, reserved Reser
 					x = c
 					break
 				}
-				step = min(step, p.remaining(i))
+				step = min(step, p.remaining(i), p.total-i) // total saturates at 2^64-1
 			}
 			if sum, carry := bits.Add64(passed, step, 0); carry != 0 || sum >= p.total {
 				full = true
