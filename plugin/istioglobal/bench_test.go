@@ -168,7 +168,7 @@ func BenchmarkServeDNSDebug(b *testing.B) {
 	for _, n := range benchSizes {
 		entries := benchDebugEntries(n)
 		ig := newIstioGlobal()
-		ig.Zones = []string{"global.", "in-addr.arpa."}
+		ig.Zones, ig.txt = []string{"global.", "in-addr.arpa."}, true // the TXT facts are measured too
 		ig.table.Store(buildAt(entries, ig.Zones, ig.ttl, nil))
 		h := hostsPlugin(b, n, "in-addr.arpa")
 		for _, q := range []struct {
