@@ -383,39 +383,15 @@ func TestIncrementalEqualsFromScratch(t *testing.T) {
 						cfg.alloc = live(step / 7)
 						e.setAlloc(cfg.alloc)
 					}
-					batch := w.events()
-					for _, c := range batch {
-						if c.entry == nil {
-							delete(current, c.id)
-						} else {
-							current[c.id] = c.entry
-						}
-					}
-					e.apply(batch)
-					if tb := e.commit(func() uint32 { serial++; return serial }); tb != nil {
-						ig.table.Store(tb)
-						reader.table.Store(tb)
-					}
-					tb := ig.table.Load()
-					entries := entriesInOrder(current)
-					oracle := oracleBuild(entries, cfg, tb.serial)
-					check := func(when string, tb *Table, oracle *oTable, entries []Entry) {
-						ig.table.Store(tb)
-						for _, q := range questions(oracle, tb) {
-							if diff := sameReply(servedReply(t, ig, q), oracleReply(oracle, q, true)); diff != "" {
-								t.Fatalf("step %d, %s, %s %s: %s\nentries:\n%s", step, when, q.Name, dns.TypeToString[q.Qtype], diff, describe(entries))
-							}
-						}
-					}
+					tb, entries, oracle := commitStep(e, ig, cfg, current, w.events(), &serial)
+					reader.table.Store(tb)
 					// The generation before still answers as it did: readers on it see no change.
 					if prev != nil && step%5 == 0 {
-						check("the generation before", prev.tb, prev.oracle, prev.entries)
+						answersAsOracle(t, ig, prev.tb, prev.oracle, prev.entries, fmt.Sprintf("step %d, the generation before", step))
 					}
-					check("now", tb, oracle, entries)
+					answersAsOracle(t, ig, tb, oracle, entries, fmt.Sprintf("step %d, now", step))
 					prev = &generation{tb, oracle, entries}
-					if got, want := problemTexts(e.allProblems()), problemTexts(oracle.problems); !slices.Equal(got, want) {
-						t.Fatalf("step %d: problems\n\t%s\nwant\n\t%s", step, strings.Join(got, "\n\t"), strings.Join(want, "\n\t"))
-					}
+					problemsAsOracle(t, e, oracle, fmt.Sprintf("step %d", step))
 					counts := map[[2]string]int{}
 					for _, p := range e.allProblems() {
 						counts[[2]string{p.Kind, p.Reason}]++
@@ -460,6 +436,45 @@ func entriesInOrder(m map[entryID]*Entry) []Entry {
 		out[i] = *m[id]
 	}
 	return out
+}
+
+// commitStep applies batch to the engine and to current (the entries as the sources have them),
+// commits, and has ig serve the latest generation. It returns that generation, the entries in
+// source order, and the oracle's table built from scratch from them.
+func commitStep(e *engine, ig *IstioGlobal, cfg tableConfig, current map[entryID]*Entry, batch []change, serial *uint32) (*Table, []Entry, *oTable) {
+	for _, c := range batch {
+		if c.entry == nil {
+			delete(current, c.id)
+		} else {
+			current[c.id] = c.entry
+		}
+	}
+	e.apply(batch)
+	if tb := e.commit(func() uint32 { *serial++; return *serial }); tb != nil {
+		ig.table.Store(tb)
+	}
+	tb := ig.table.Load()
+	entries := entriesInOrder(current)
+	return tb, entries, oracleBuild(entries, cfg, tb.serial)
+}
+
+// answersAsOracle fails unless tb, served by ig, answers every question as oracle does.
+func answersAsOracle(t *testing.T, ig *IstioGlobal, tb *Table, oracle *oTable, entries []Entry, where string) {
+	t.Helper()
+	ig.table.Store(tb)
+	for _, q := range questions(oracle, tb) {
+		if diff := sameReply(servedReply(t, ig, q), oracleReply(oracle, q, true)); diff != "" {
+			t.Fatalf("%s, %s %s: %s\nentries:\n%s", where, q.Name, dns.TypeToString[q.Qtype], diff, describe(entries))
+		}
+	}
+}
+
+// problemsAsOracle fails unless the engine has the oracle's problems.
+func problemsAsOracle(t *testing.T, e *engine, oracle *oTable, where string) {
+	t.Helper()
+	if got, want := problemTexts(e.allProblems()), problemTexts(oracle.problems); !slices.Equal(got, want) {
+		t.Fatalf("%s: problems\n\t%s\nwant\n\t%s", where, strings.Join(got, "\n\t"), strings.Join(want, "\n\t"))
+	}
 }
 
 func problemTexts(ps []Problem) []string {
