@@ -32,7 +32,6 @@ type kubeSource struct {
 	cancel context.CancelFunc
 	done   sync.WaitGroup
 	stores []*entryStore
-	health []*watchHealth
 
 	mu    sync.Mutex
 	dirty map[string]struct{} // namespace/name of the entries changed since the last changes
@@ -66,7 +65,7 @@ func (k *kubeSource) start(notify func()) error {
 		namespaces = []string{metav1.NamespaceAll}
 	}
 	k.dirty = make(map[string]struct{})
-	k.stores, k.health = nil, nil
+	k.stores = nil
 	changed := func(keys ...string) {
 		k.mu.Lock()
 		for _, key := range keys {
@@ -83,7 +82,6 @@ func (k *kubeSource) start(notify func()) error {
 		store := &entryStore{items: make(map[string]*cachedEntry), changed: changed}
 		health := &watchHealth{namespace: ns}
 		k.stores = append(k.stores, store)
-		k.health = append(k.health, health)
 		r := cache.NewReflectorWithOptions(health.listWatch(client, ns),
 			&networkingv1.ServiceEntry{}, store, cache.ReflectorOptions{
 				Name:    "istioglobal ServiceEntries " + cmp.Or(ns, "(all namespaces)"),
