@@ -24,7 +24,7 @@ var (
 const vipsName = "coredns-istio-vips"
 
 // allocCorefile serves the ServiceEntries of ns with VIPs for address-less hosts, persisted
-// in ns/coredns-istio-vips.
+// in the shards of ns/coredns-istio-vips.
 func allocCorefile(ns string) string {
 	return `global:{{.Port}} {
     bind 127.0.0.1
@@ -49,15 +49,16 @@ func startAllocReplica(t *testing.T, ns string) *coreDNS {
 	return c
 }
 
-// freshAllocNamespace creates ns and removes the ConfigMap and Lease an earlier run (-count)
+// freshAllocNamespace creates ns and removes the ConfigMaps and Lease an earlier run (-count)
 // may have left there, now and when the test ends.
 func freshAllocNamespace(t *testing.T, ns string) {
 	t.Helper()
 	createNamespace(t, ns)
 	clean := func() {
-		err := kubeClient.CoreV1().ConfigMaps(ns).Delete(apiContext(t), vipsName, metav1.DeleteOptions{})
-		if err != nil && !apierrors.IsNotFound(err) {
-			t.Errorf("deleting ConfigMap %s/%s: %v", ns, vipsName, err)
+		err := kubeClient.CoreV1().ConfigMaps(ns).DeleteCollection(apiContext(t), metav1.DeleteOptions{},
+			metav1.ListOptions{LabelSelector: "app.kubernetes.io/managed-by=coredns-istio"})
+		if err != nil {
+			t.Errorf("deleting the ConfigMaps of %s/%s: %v", ns, vipsName, err)
 		}
 		err = kubeClient.CoordinationV1().Leases(ns).Delete(apiContext(t), vipsName, metav1.DeleteOptions{})
 		if err != nil && !apierrors.IsNotFound(err) {
@@ -166,13 +167,45 @@ func leaseHolder(t *testing.T, ns string) string {
 	return *lease.Spec.HolderIdentity
 }
 
+// vipsConfigMap reads the 32 shards of ns/coredns-istio-vips back into one entry per host,
+// "v4,v6" as the answers give them, with " released=TIME" once released.
 func vipsConfigMap(t *testing.T, ns string) map[string]string {
 	t.Helper()
-	cm, err := kubeClient.CoreV1().ConfigMaps(ns).Get(apiContext(t), vipsName, metav1.GetOptions{})
-	if err != nil {
-		t.Fatalf("ConfigMap %s/%s: %v", ns, vipsName, err)
+	type allocation struct{ v4, v6, released string }
+	hosts := map[string]*allocation{}
+	for i := range 32 {
+		name := fmt.Sprintf("%s-%02d", vipsName, i)
+		cm, err := kubeClient.CoreV1().ConfigMaps(ns).Get(apiContext(t), name, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			continue
+		}
+		if err != nil {
+			t.Fatalf("ConfigMap %s/%s: %v", ns, name, err)
+		}
+		for key, value := range cm.Data {
+			fields := strings.Fields(value)
+			al := hosts[fields[0]]
+			if al == nil {
+				al = &allocation{}
+				hosts[fields[0]] = al
+			}
+			if addr := strings.ReplaceAll(key, "-", ":"); strings.Contains(addr, ":") {
+				al.v6 = addr
+			} else {
+				al.v4 = addr
+			}
+			for _, f := range fields[1:] {
+				if r, ok := strings.CutPrefix(f, "released="); ok {
+					al.released = " released=" + r
+				}
+			}
+		}
 	}
-	return cm.Data
+	out := make(map[string]string, len(hosts))
+	for h, al := range hosts {
+		out[h] = al.v4 + "," + al.v6 + al.released
+	}
+	return out
 }
 
 func addresses(m map[string]string) map[string]bool {

@@ -619,12 +619,21 @@ func TestDeployPatcherLeastPrivilege(t *testing.T) {
 func TestDeployPersistedAllocationLeastPrivilege(t *testing.T) {
 	applyRBAC(t, persistedOverlay)
 	server := serviceAccount(t, deployNamespace, serverName)
-	applyConfigMap(t, deployNamespace, allocationsCM, nil, nil)
+	shards := make([]string, 32)
+	for i := range shards {
+		shards[i] = fmt.Sprintf("%s-%02d", allocationsCM, i)
+	}
+	for _, name := range append([]string{allocationsCM, allocationsCM + "-32"}, shards...) {
+		applyConfigMap(t, deployNamespace, name, nil, nil)
+		deleteConfigMapAtEnd(t, deployNamespace, name)
+	}
 	applyConfigMap(t, deployNamespace, "other", nil, map[string]string{"x": "y"})
-	deleteConfigMapAtEnd(t, deployNamespace, allocationsCM)
 
 	ctx := apiContext(t)
-	server.allowed(t, "update ConfigMap "+deployNamespace+"/"+allocationsCM, server.updateConfigMap(ctx, deployNamespace, allocationsCM))
+	for _, name := range []string{allocationsCM, shards[0], shards[31]} {
+		server.allowed(t, "update ConfigMap "+deployNamespace+"/"+name, server.updateConfigMap(ctx, deployNamespace, name))
+	}
+	server.forbidden(t, "update ConfigMap "+deployNamespace+"/"+allocationsCM+"-32", server.updateConfigMap(ctx, deployNamespace, allocationsCM+"-32"))
 	server.forbidden(t, "update ConfigMap "+deployNamespace+"/other", server.updateConfigMap(ctx, deployNamespace, "other"))
 	server.forbidden(t, "update ConfigMap kube-system/coredns-like", server.updateConfigMap(ctx, dnsNamespace, "extension-apiserver-authentication"))
 	server.cannotReadSecrets(t)
@@ -633,22 +642,24 @@ func TestDeployPersistedAllocationLeastPrivilege(t *testing.T) {
 	c := runDeployedServer(t, persistedOverlay, server, ns)
 
 	// A host without an address gets a VIP, which the server, as the Lease holder, writes
-	// into the ConfigMap: create/get/update of the Lease and update of the ConfigMap work.
+	// into a shard: create/get/update of the Lease and update of the shards work.
 	applyServiceEntry(t, serviceEntryV1(ns, "deploy-noaddr", []string{"noaddr.deploy.global"}))
 	eventually(t, 15*time.Second, func() error {
-		if got := aValues(t, c, "noaddr.deploy.global"); got == "NXDOMAIN" || got == "NODATA" || got == "SERVFAIL" {
+		got := aValues(t, c, "noaddr.deploy.global")
+		if got == "NXDOMAIN" || got == "NODATA" || got == "SERVFAIL" {
 			return fmt.Errorf("noaddr.deploy.global: %s", got)
 		}
-		cm, err := kubeClient.CoreV1().ConfigMaps(deployNamespace).Get(apiContext(t), allocationsCM, metav1.GetOptions{})
-		if err != nil {
-			return err
-		}
-		for k, v := range cm.Data {
-			if strings.Contains(k+v, "noaddr.deploy.global") {
+		v4, _, _ := strings.Cut(got, ",")
+		for _, name := range shards {
+			cm, err := kubeClient.CoreV1().ConfigMaps(deployNamespace).Get(apiContext(t), name, metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			if v, ok := cm.Data[v4]; ok && strings.HasPrefix(v, "noaddr.deploy.global") {
 				return nil
 			}
 		}
-		return fmt.Errorf("ConfigMap %s/%s does not hold noaddr.deploy.global: %v", deployNamespace, allocationsCM, cm.Data)
+		return fmt.Errorf("no shard of %s/%s holds %s for noaddr.deploy.global", deployNamespace, allocationsCM, v4)
 	})
 	if out := c.output(); strings.Contains(out, "forbidden") {
 		t.Errorf("coredns-istio was refused something:\n%s", out)

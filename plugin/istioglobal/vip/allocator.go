@@ -353,35 +353,12 @@ func hostHash(host string) uint64 {
 	return h
 }
 
-// encodeAllocations renders m as ConfigMap data: one key per host, without the trailing dot
-// (httpbin.bar.global), valued "240.241.0.7,100::7", "240.241.0.7" or
-// ",100::7", followed by " released=2026-11-22T06:00:00Z" (RFC 3339, UTC, to the
-// second) once the host went away. An allocation without any address is left out.
-func encodeAllocations(m map[string]allocation) map[string]string {
-	data := make(map[string]string, len(m))
-	for h, al := range m {
-		if !al.V4.IsValid() && !al.V6.IsValid() {
-			continue
-		}
-		var v string
-		if al.V4.IsValid() {
-			v = al.V4.String()
-		}
-		if al.V6.IsValid() {
-			v += "," + al.V6.String()
-		}
-		if !al.Released.IsZero() {
-			v += " released=" + al.Released.UTC().Format(time.RFC3339)
-		}
-		data[strings.TrimSuffix(h, ".")] = v
-	}
-	return data
-}
-
-// decodeAllocations is the inverse of encodeAllocations. A corrupt entry is left out of m and
-// reported in errs, and every address still readable in its value is returned in held: its
-// host may well be alive and using it, so no one else may get it.
-func decodeAllocations(data map[string]string) (m map[string]allocation, held []netip.Addr, errs []error) {
+// decodeLegacy reads the format of versions that kept every allocation in one ConfigMap: one key
+// per host, without the trailing dot (httpbin.bar.global), valued "240.241.0.7,100::7",
+// "240.241.0.7" or ",100::7", followed by " released=2026-11-22T06:00:00Z" once the host went
+// away. A corrupt entry is left out of m and reported in errs, and every address still readable
+// in its value is returned in held.
+func decodeLegacy(data map[string]string) (m map[string]allocation, held []netip.Addr, errs []error) {
 	m = make(map[string]allocation, len(data))
 	for _, key := range slices.Sorted(maps.Keys(data)) {
 		host, al, err := decodeAllocation(key, data[key])

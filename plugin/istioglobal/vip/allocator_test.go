@@ -655,17 +655,8 @@ func TestAllocateNextMatchesDeterministic(t *testing.T) {
 	}
 }
 
-func TestAllocationsEncoding(t *testing.T) {
-	m := map[string]allocation{
-		"httpbin.bar.global.": {VIPs: VIPs{mustAddr("240.240.0.7"), mustAddr("2001:2::7")}},
-		"v4.bar.global.":      {VIPs: VIPs{V4: mustAddr("240.240.0.8")}},
-		"v6.bar.global.":      {VIPs: VIPs{V6: mustAddr("2001:2::8")}},
-		"gone.bar.global.":    {VIPs: VIPs{mustAddr("240.240.0.9"), mustAddr("2001:2::9")}, Released: allocT0.In(time.FixedZone("x", 3600))},
-		"gone4.bar.global.":   {VIPs: VIPs{V4: mustAddr("240.240.0.10")}, Released: allocT0},
-		"under_score.global.": {VIPs: VIPs{V4: mustAddr("240.240.0.11")}},
-	}
-	data := encodeAllocations(m)
-	want := map[string]string{
+func TestLegacyDecoding(t *testing.T) {
+	data := map[string]string{
 		"httpbin.bar.global": "240.240.0.7,2001:2::7",
 		"v4.bar.global":      "240.240.0.8",
 		"v6.bar.global":      ",2001:2::8",
@@ -673,22 +664,24 @@ func TestAllocationsEncoding(t *testing.T) {
 		"gone4.bar.global":   "240.240.0.10 released=2026-11-22T06:00:00Z",
 		"under_score.global": "240.240.0.11",
 	}
-	if !maps.Equal(data, want) {
-		t.Errorf("encoded\n%v\nwant\n%v", data, want)
+	want := map[string]allocation{
+		"httpbin.bar.global.": {VIPs: VIPs{mustAddr("240.240.0.7"), mustAddr("2001:2::7")}},
+		"v4.bar.global.":      {VIPs: VIPs{V4: mustAddr("240.240.0.8")}},
+		"v6.bar.global.":      {VIPs: VIPs{V6: mustAddr("2001:2::8")}},
+		"gone.bar.global.":    {VIPs: VIPs{mustAddr("240.240.0.9"), mustAddr("2001:2::9")}, Released: allocT0},
+		"gone4.bar.global.":   {VIPs: VIPs{V4: mustAddr("240.240.0.10")}, Released: allocT0},
+		"under_score.global.": {VIPs: VIPs{V4: mustAddr("240.240.0.11")}},
 	}
-	back, held, errs := decodeAllocations(data)
+	got, held, errs := decodeLegacy(data)
 	if len(held)+len(errs) != 0 {
 		t.Errorf("held %v, errs %v", held, errs)
 	}
-	if !maps.EqualFunc(back, m, func(x, y allocation) bool { return x.VIPs == y.VIPs && x.Released.Equal(y.Released) }) {
-		t.Errorf("round trip\n%v\nwant\n%v", back, m)
-	}
-	if _, ok := encodeAllocations(map[string]allocation{"empty.global.": {}})["empty.global"]; ok {
-		t.Error("an allocation without address is encoded")
+	if !maps.EqualFunc(got, want, func(x, y allocation) bool { return x.VIPs == y.VIPs && x.Released.Equal(y.Released) }) {
+		t.Errorf("decoded\n%v\nwant\n%v", got, want)
 	}
 }
 
-func TestAllocationsCorrupt(t *testing.T) {
+func TestLegacyCorrupt(t *testing.T) {
 	for _, tc := range []struct {
 		key, value string
 		err        string
@@ -712,7 +705,7 @@ func TestAllocationsCorrupt(t *testing.T) {
 		{"a b", ",2001:2::7", "not a host", []netip.Addr{mustAddr("2001:2::7")}},
 	} {
 		data := map[string]string{tc.key: tc.value, "good.global": "240.240.0.1"}
-		m, held, errs := decodeAllocations(data)
+		m, held, errs := decodeLegacy(data)
 		if len(errs) != 1 || !strings.Contains(errs[0].Error(), tc.err) || !strings.Contains(errs[0].Error(), fmt.Sprintf("%q", tc.key)) {
 			t.Errorf("%q: %q: errors %v, want one naming the key and %q", tc.key, tc.value, errs, tc.err)
 		}
@@ -727,7 +720,7 @@ func TestAllocationsCorrupt(t *testing.T) {
 
 // TestAllocateNextProperties drives next through random create/delete sequences over small
 // ranges, with random reserved addresses, advancing time and a short grace, and checks the
-// invariants after every step. The state goes through the ConfigMap encoding each time.
+// invariants after every step. The state goes through the shards' encoding each time.
 func TestAllocateNextProperties(t *testing.T) {
 	const (
 		sequences = 3000
@@ -936,12 +929,12 @@ func TestAllocateNextProperties(t *testing.T) {
 
 			wasLive, live = live, wasLive
 
-			// The state goes through the ConfigMap.
-			back, held, errs := decodeAllocations(encodeAllocations(next))
-			if len(held)+len(errs) != 0 || !maps.Equal(back, next) {
-				fail(step, "round trip: %v, held %v, errs %v", back, held, errs)
+			// The state goes through the shards.
+			back := shardRoundTrip(next)
+			if len(back.held)+len(back.errs)+len(back.incomplete) != 0 || !maps.Equal(back.hosts, next) {
+				fail(step, "round trip: %+v", back)
 			}
-			state = back
+			state = back.hosts
 		}
 	}
 }

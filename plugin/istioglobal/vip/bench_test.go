@@ -54,14 +54,14 @@ func BenchmarkAllocateDeterministic10k(b *testing.B) {
 	}
 }
 
-// BenchmarkAllocateCodec10k is the ConfigMap round trip of 10k allocations.
+// BenchmarkAllocateCodec10k is the shards' round trip of 10k allocations.
 func BenchmarkAllocateCodec10k(b *testing.B) {
 	a, hosts, reserved := allocBench(b)
 	current, _, _ := a.next(nil, hosts, reserved, time.Now())
 	b.ReportAllocs()
 	for b.Loop() {
-		if m, _, errs := decodeAllocations(encodeAllocations(current)); len(m) != len(current) || len(errs) != 0 {
-			b.Fatalf("%d allocations, errors %v", len(m), errs)
+		if m := shardRoundTrip(current); len(m.hosts) != len(current) || len(m.errs) != 0 {
+			b.Fatalf("%d allocations, errors %v", len(m.hosts), m.errs)
 		}
 	}
 }

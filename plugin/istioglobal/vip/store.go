@@ -39,20 +39,34 @@ const (
 )
 
 const (
-	// writeTimeout bounds one read or write of the ConfigMap by the leader.
+	// writeTimeout bounds one reconcile's reads and writes of the ConfigMaps by the leader.
 	writeTimeout = 10 * time.Second
 	// maxRetryDelay caps the backoff after a failed reconcile; a new demand retries at once.
 	maxRetryDelay = time.Minute
+	// writeSpacing is the least time between two reconciles that wrote: a burst of new hosts
+	// costs a few writes of each shard, not one per host.
+	writeSpacing = 250 * time.Millisecond
 )
 
-// Store persists allocations in one ConfigMap. Every replica reads it through an
-// informer and serves what it holds; only the holder of a Lease (named like the ConfigMap, in
-// its namespace) writes it. The Lease keeps replicas from contending; correctness rests on
-// every write carrying the resourceVersion it was computed from, so even two leaders at once
-// (a stale one finishing a write) cannot lose an allocation or hand out one VIP twice.
+// migratedAnnotation marks the ConfigMap of the one-ConfigMap format once its allocations are
+// in the shards; from then on it is no longer read.
+const migratedAnnotation = "istioglobal.coredns.io/migrated-to-shards"
+
+// Store persists allocations in shardCount ConfigMaps NAME-00 to NAME-31 (shard.go): each
+// address lives in the shard its hash picks. Every replica reads them through informers and
+// serves what they hold; only the holder of a Lease (NAME, in their namespace) writes them. The
+// Lease keeps replicas from contending; correctness rests on every write carrying the
+// resourceVersion it was computed from, and on an address living in one shard only, so even two
+// leaders at once (a stale one finishing a write) cannot hand out one VIP twice, and whatever
+// one of them wrote is kept.
+//
+// The ConfigMap NAME itself is the format of earlier versions, one ConfigMap for everything:
+// while it exists and is not annotated migratedAnnotation, it is read too (the shards win for a
+// host they hold), and the leader copies it into the shards, then annotates it.
 type Store struct {
-	gaveUp          atomic.Bool // the ConfigMap could not be read in allocationsSyncTimeout
+	gaveUp          atomic.Bool // the ConfigMaps could not be read in syncTimeout
 	namespace, name string
+	objects         []string // the shards' names, then the legacy ConfigMap's (legacy)
 	config          *rest.Config
 	client          kubernetes.Interface // from config when nil
 	alloc           *Allocator
@@ -61,20 +75,33 @@ type Store struct {
 	syncTimeout                               time.Duration
 	identity                                  string
 
-	cancel  context.CancelFunc
-	done    sync.WaitGroup
-	factory informers.SharedInformerFactory
-	lister  corelisters.ConfigMapNamespaceLister
-	handler cache.ResourceEventHandlerRegistration
-	wake    chan struct{} // capacity 1: a pending reconcile
+	cancel    context.CancelFunc
+	done      sync.WaitGroup
+	factories []informers.SharedInformerFactory // one per object
+	listers   []corelisters.ConfigMapNamespaceLister
+	handlers  []cache.ResourceEventHandlerRegistration
+	wake      chan struct{} // capacity 1: a pending reconcile
+
+	decodeMu sync.Mutex
+	decoded  [shardCount]cachedShard // each shard as last decoded, by resourceVersion
 
 	mu     sync.Mutex
 	want   *demanded         // the latest demand; nil before the first
 	term   context.Context   // the current leadership term; nil or done when not leading
 	failed map[string]string // reason → the error last logged for it, until it recovers
+	served map[string]VIPs   // what Current last returned
 
 	conflicted logonce.Set // hosts whose conflict was logged; owned by the reconciler
 	exhausted  logonce.Set // hosts whose exhaustion was logged; owned by the reconciler
+}
+
+// legacy is the index, in objects, of the ConfigMap of the one-ConfigMap format.
+const legacy = shardCount
+
+// cachedShard is a shard decoded, and the version of it that was.
+type cachedShard struct {
+	uid, resourceVersion string
+	decoded              decodedShard
 }
 
 // demanded is what one rebuild asked for.
@@ -88,6 +115,7 @@ func NewStore(namespace, name string, config *rest.Config, alloc *Allocator) *St
 	return &Store{
 		namespace:     namespace,
 		name:          name,
+		objects:       append(shardNames(name), name),
 		config:        config,
 		alloc:         alloc,
 		syncTimeout:   defaultSyncTimeout,
@@ -99,10 +127,10 @@ func NewStore(namespace, name string, config *rest.Config, alloc *Allocator) *St
 	}
 }
 
-// Key is the ConfigMap's NAMESPACE/NAME.
+// Key is the store's NAMESPACE/NAME: its shards are NAME-00 to NAME-31, its Lease NAME.
 func (s *Store) Key() string { return s.namespace + "/" + s.name }
 
-// Start watches the ConfigMap and campaigns for the Lease. notify, which never blocks, is called
+// Start watches the ConfigMaps and campaigns for the Lease. notify, which never blocks, is called
 // whenever current may return something new.
 func (s *Store) Start(notify func()) error {
 	lease := kube.Lease{Namespace: s.namespace, Name: s.name, Identity: s.identity,
@@ -125,29 +153,44 @@ func (s *Store) Start(notify func()) error {
 		return err
 	}
 
-	s.factory = kube.ObjectInformers(client, s.namespace, s.name, 0)
-	informer := s.factory.Core().V1().ConfigMaps()
-	if err := informer.Informer().SetWatchErrorHandler(s.watchError); err != nil {
-		return err
-	}
 	changed := func() {
 		notify()
 		s.kick()
 	}
-	reg, err := informer.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+	handlers := cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(any) { changed() },
 		UpdateFunc: func(any, any) { changed() },
 		DeleteFunc: func(any) { changed() },
-	})
-	if err != nil {
-		return err
 	}
-	s.lister = informer.Lister().ConfigMaps(s.namespace)
-	s.handler = reg
+	s.factories, s.listers, s.handlers = nil, nil, nil
+	for _, name := range s.objects {
+		factory := kube.ObjectInformers(client, s.namespace, name, 0)
+		informer := factory.Core().V1().ConfigMaps()
+		if err := informer.Informer().SetWatchErrorHandler(s.watchError); err != nil {
+			return err
+		}
+		reg, err := informer.Informer().AddEventHandler(handlers)
+		if err != nil {
+			return err
+		}
+		s.factories = append(s.factories, factory)
+		s.listers = append(s.listers, informer.Lister().ConfigMaps(s.namespace))
+		s.handlers = append(s.handlers, reg)
+	}
+	synced := func() bool {
+		for _, h := range s.handlers {
+			if !h.HasSynced() {
+				return false
+			}
+		}
+		return true
+	}
 
 	ctx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
-	s.factory.Start(ctx.Done())
+	for _, f := range s.factories {
+		f.Start(ctx.Done())
+	}
 	s.done.Add(3)
 	go func() {
 		defer s.done.Done()
@@ -156,11 +199,11 @@ func (s *Store) Start(notify func()) error {
 		// that want a VIP answer SERVFAIL until it can be read.
 		wait, stopWaiting := context.WithTimeout(ctx, s.syncTimeout)
 		defer stopWaiting()
-		if !cache.WaitForCacheSync(wait.Done(), reg.HasSynced) && ctx.Err() == nil {
+		if !cache.WaitForCacheSync(wait.Done(), synced) && ctx.Err() == nil {
 			log.Errorf("allocations %s: not readable after %v; serving without VIPs until it is", s.Key(), s.syncTimeout)
 			s.gaveUp.Store(true)
 			notify()
-			cache.WaitForCacheSync(ctx.Done(), reg.HasSynced)
+			cache.WaitForCacheSync(ctx.Done(), synced)
 		}
 		if ctx.Err() == nil {
 			changed()
@@ -177,7 +220,7 @@ func (s *Store) Start(notify func()) error {
 	return nil
 }
 
-// lead is one term of leadership: while it lasts, this replica writes the ConfigMap.
+// lead is one term of leadership: while it lasts, this replica writes the ConfigMaps.
 func (s *Store) lead(term context.Context) error {
 	s.startedLeading(term)
 	<-term.Done()
@@ -190,7 +233,7 @@ func (s *Store) startedLeading(term context.Context) {
 	defer s.mu.Unlock()
 	s.term = term
 	allocationLeader.Set(1)
-	log.Infof("allocations %s: %s leads, and writes the ConfigMap", s.Key(), s.identity)
+	log.Infof("allocations %s: %s leads, and writes the ConfigMaps", s.Key(), s.identity)
 	s.kick() // the latest demand, at once
 }
 
@@ -213,13 +256,24 @@ func (s *Store) Stop() {
 	}
 	s.cancel()
 	s.done.Wait()
-	s.factory.Shutdown()
+	for _, f := range s.factories {
+		f.Shutdown()
+	}
 	s.cancel = nil
 }
 
-// Synced reports whether the informer has seen the initial list, or waiting for it was given up.
+// Synced reports whether the informers have seen their initial lists, or waiting for them was
+// given up.
 func (s *Store) Synced() bool {
-	return s.handler != nil && s.handler.HasSynced() || s.gaveUp.Load()
+	if s.gaveUp.Load() {
+		return true
+	}
+	for _, h := range s.handlers {
+		if !h.HasSynced() {
+			return false
+		}
+	}
+	return len(s.handlers) > 0
 }
 
 // leading reports whether this replica holds the Lease.
@@ -229,21 +283,27 @@ func (s *Store) leading() bool {
 	return s.term != nil && s.term.Err() == nil
 }
 
-// Current is what the ConfigMap holds now: the live allocations (not released) to serve, and
+// Current is what the ConfigMaps hold now: the live allocations (not released) to serve, and
 // why each entry that does not decode was skipped.
+//
+// A host whose records are not all visible yet (merged.incomplete) is left out until they are,
+// unless it was served before: then it keeps what is visible.
 func (s *Store) Current() (live map[string]VIPs, corrupt []error) {
-	cm, err := s.lister.Get(s.name)
-	if err != nil {
-		return nil, nil // not created yet: nothing allocated
-	}
-	all, _, errs := decodeAllocations(cm.Data)
-	live = make(map[string]VIPs, len(all))
-	for host, a := range all {
-		if a.Released.IsZero() {
-			live[host] = a.VIPs
+	m := s.decode(s.cached())
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	live = make(map[string]VIPs, len(m.hosts))
+	for host, a := range m.hosts {
+		if !a.Released.IsZero() {
+			continue
 		}
+		if _, served := s.served[host]; m.incomplete[host] && !served {
+			continue
+		}
+		live[host] = a.VIPs
 	}
-	return live, errs
+	s.served = live
+	return live, m.errs
 }
 
 // Demand records the hosts that want VIPs and the addresses no VIP may be; the leader then
@@ -263,7 +323,7 @@ func (s *Store) kick() {
 	}
 }
 
-// reconciler writes the latest demand into the ConfigMap while this replica leads, retrying
+// reconciler writes the latest demand into the ConfigMaps while this replica leads, retrying
 // failures with a growing delay.
 func (s *Store) reconciler(ctx context.Context) {
 	var retryC <-chan time.Time
@@ -282,68 +342,49 @@ func (s *Store) reconciler(ctx context.Context) {
 		if term == nil || term.Err() != nil || want == nil || !s.Synced() {
 			continue // whatever changes that (leading, a demand, the sync) kicks again
 		}
-		if err := s.reconcile(term, want); err != nil {
+		wrote, err := s.reconcile(term, want)
+		if err != nil {
 			delay = min(max(2*delay, s.retryPeriod), maxRetryDelay)
 			retryC = time.After(delay)
 			continue
 		}
 		delay = 0
+		if wrote {
+			select {
+			case <-ctx.Done():
+			case <-time.After(writeSpacing):
+			}
+		}
 	}
 }
 
-// reconcile makes the ConfigMap hold the allocations for want, starting from the cached copy
-// and, after a conflict, from a fresh read. It writes nothing when nothing changes.
-func (s *Store) reconcile(term context.Context, want *demanded) error {
+// reconcile makes the shards hold the allocations for want, starting from the cached copies
+// and, after a conflict, from fresh reads. It writes only the shards that change, and reports
+// whether it wrote any.
+func (s *Store) reconcile(term context.Context, want *demanded) (wrote bool, err error) {
 	ctx, cancel := context.WithTimeout(term, writeTimeout)
 	defer cancel()
-	configMaps := s.client.CoreV1().ConfigMaps(s.namespace)
-	cm, err := s.lister.Get(s.name)
-	if err != nil {
-		cm = nil // the lister's only error: not found
-	}
+	cms := s.cached()
 	fresh := false
 	err = retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		if fresh {
-			cm, err = configMaps.Get(ctx, s.name, metav1.GetOptions{})
-			switch {
-			case apierrors.IsNotFound(err):
-				cm = nil
-			case err != nil:
-				return &storeError{reasonUnreadable, fmt.Errorf("reading: %w", err)}
+			var err error
+			if cms, err = s.read(ctx); err != nil {
+				return err
 			}
 		}
 		fresh = true
-		var data map[string]string
-		if cm != nil {
-			data = cm.Data
-		}
-		out := s.next(data, want)
-		if maps.Equal(out, data) {
-			return nil
-		}
-		if cm == nil {
-			created := &corev1.ConfigMap{
-				ObjectMeta: metav1.ObjectMeta{
-					Namespace: s.namespace,
-					Name:      s.name,
-					Labels:    map[string]string{"app.kubernetes.io/managed-by": "coredns-istio"},
-				},
-				Data: out,
+		for i, data := range s.next(cms, want) {
+			w, err := s.write(ctx, s.objects[i], cms[i], data)
+			wrote = wrote || w
+			if err != nil {
+				return err
 			}
-			_, err = configMaps.Create(ctx, created, metav1.CreateOptions{})
-			if apierrors.IsAlreadyExists(err) {
-				// Created meanwhile (by a former leader): start over from what it holds.
-				return apierrors.NewConflict(schema.GroupResource{Resource: "configmaps"}, s.name, err)
-			}
-		} else {
-			updated := cm.DeepCopy() // the informer's copy is shared
-			updated.Data = out
-			_, err = configMaps.Update(ctx, updated, metav1.UpdateOptions{})
 		}
-		if err != nil && !apierrors.IsConflict(err) {
-			return &storeError{reasonWriteFailed, fmt.Errorf("writing: %w", err)}
+		if old := cms[legacy]; unmigrated(old) {
+			return s.markMigrated(ctx, old)
 		}
-		return err
+		return nil
 	})
 	var se *storeError
 	switch {
@@ -356,18 +397,141 @@ func (s *Store) reconcile(term context.Context, want *demanded) error {
 	default: // conflicts until retry gave up
 		s.fail(reasonWriteFailed, fmt.Errorf("writing: %w", err))
 	}
-	return err
+	return wrote, err
 }
 
-// next computes the ConfigMap data for want from data, keeping the values that do not decode as
-// they are, unless their host now has a valid allocation: their addresses stay held.
-func (s *Store) next(data map[string]string, want *demanded) map[string]string {
-	current, held, errs := decodeAllocations(data)
-	if len(errs) > 0 {
-		allocationErrors.WithLabelValues(reasonCorrupt).Add(float64(len(errs)))
+// cached is every object as the informers hold it; nil where it does not exist.
+func (s *Store) cached() []*corev1.ConfigMap {
+	cms := make([]*corev1.ConfigMap, len(s.objects))
+	for i, name := range s.objects {
+		cms[i], _ = s.listers[i].Get(name) // the lister's only error: not found
 	}
-	heldSet := make(map[netip.Addr]struct{}, len(held))
-	for _, a := range held {
+	return cms
+}
+
+// read is every object as the API server holds it now; nil where it does not exist.
+func (s *Store) read(ctx context.Context) ([]*corev1.ConfigMap, error) {
+	configMaps := s.client.CoreV1().ConfigMaps(s.namespace)
+	cms := make([]*corev1.ConfigMap, len(s.objects))
+	for i, name := range s.objects {
+		cm, err := configMaps.Get(ctx, name, metav1.GetOptions{})
+		switch {
+		case apierrors.IsNotFound(err):
+		case err != nil:
+			return nil, &storeError{reasonUnreadable, fmt.Errorf("reading %s: %w", name, err)}
+		default:
+			cms[i] = cm
+		}
+	}
+	return cms, nil
+}
+
+// write makes ConfigMap name, now cm (nil: missing), hold data, and reports whether it wrote.
+func (s *Store) write(ctx context.Context, name string, cm *corev1.ConfigMap, data map[string]string) (bool, error) {
+	if cm == nil && len(data) == 0 || cm != nil && maps.Equal(cm.Data, data) {
+		return false, nil
+	}
+	configMaps := s.client.CoreV1().ConfigMaps(s.namespace)
+	var err error
+	if cm == nil {
+		created := &corev1.ConfigMap{
+			ObjectMeta: metav1.ObjectMeta{
+				Namespace: s.namespace,
+				Name:      name,
+				Labels:    map[string]string{"app.kubernetes.io/managed-by": "coredns-istio"},
+			},
+			Data: data,
+		}
+		_, err = configMaps.Create(ctx, created, metav1.CreateOptions{})
+		if apierrors.IsAlreadyExists(err) {
+			// Created meanwhile (by a former leader): start over from what it holds.
+			return false, apierrors.NewConflict(schema.GroupResource{Resource: "configmaps"}, name, err)
+		}
+	} else {
+		updated := cm.DeepCopy() // the informer's copy is shared
+		updated.Data = data
+		_, err = configMaps.Update(ctx, updated, metav1.UpdateOptions{})
+	}
+	if err != nil && !apierrors.IsConflict(err) {
+		return false, &storeError{reasonWriteFailed, fmt.Errorf("writing %s: %w", name, err)}
+	}
+	return err == nil, err
+}
+
+// unmigrated reports whether cm, the ConfigMap of the one-ConfigMap format, is still to be read.
+func unmigrated(cm *corev1.ConfigMap) bool {
+	return cm != nil && cm.Annotations[migratedAnnotation] == ""
+}
+
+// markMigrated annotates the legacy ConfigMap once the shards hold what it holds.
+func (s *Store) markMigrated(ctx context.Context, cm *corev1.ConfigMap) error {
+	updated := cm.DeepCopy()
+	if updated.Annotations == nil {
+		updated.Annotations = map[string]string{}
+	}
+	updated.Annotations[migratedAnnotation] = fmt.Sprintf("%s-00..%s-%02d", s.name, s.name, shardCount-1)
+	_, err := s.client.CoreV1().ConfigMaps(s.namespace).Update(ctx, updated, metav1.UpdateOptions{})
+	switch {
+	case apierrors.IsConflict(err):
+		return err
+	case err != nil:
+		return &storeError{reasonWriteFailed, fmt.Errorf("marking %s migrated: %w", s.name, err)}
+	}
+	log.Infof("allocations %s: the %d entries of ConfigMap %s are now in %s; it is no longer read, "+
+		"delete it once no replica of an earlier version runs", s.Key(), len(cm.Data), s.name, updated.Annotations[migratedAnnotation])
+	return nil
+}
+
+// decode is what cms (the objects; nil: missing) hold together.
+func (s *Store) decode(cms []*corev1.ConfigMap) merged {
+	shards := make([]decodedShard, shardCount)
+	for i := range shards {
+		shards[i] = s.decodedShard(i, cms[i])
+	}
+	m := mergeShards(shards)
+	if old := cms[legacy]; unmigrated(old) {
+		all, held, errs := decodeLegacy(old.Data)
+		for h, al := range all {
+			if _, ok := m.hosts[h]; !ok {
+				m.hosts[h] = al
+			}
+		}
+		m.held = append(m.held, held...)
+		for _, err := range errs {
+			m.errs = append(m.errs, fmt.Errorf("ConfigMap %s: %w", s.name, err))
+		}
+	}
+	return m
+}
+
+// decodedShard is shard i decoded from cm, reusing the last decoding of the same version.
+func (s *Store) decodedShard(i int, cm *corev1.ConfigMap) decodedShard {
+	if cm == nil {
+		return decodedShard{}
+	}
+	s.decodeMu.Lock()
+	defer s.decodeMu.Unlock()
+	c := &s.decoded[i]
+	if cm.ResourceVersion != "" && c.uid == string(cm.UID) && c.resourceVersion == cm.ResourceVersion {
+		return c.decoded
+	}
+	d := decodeShard(i, cm.Data)
+	for j, err := range d.errs {
+		d.errs[j] = fmt.Errorf("ConfigMap %s: %w", cm.Name, err)
+	}
+	*c = cachedShard{uid: string(cm.UID), resourceVersion: cm.ResourceVersion, decoded: d}
+	return d
+}
+
+// next computes each shard's data for want from cms (the objects as read), keeping the entries
+// that do not decode as they are: their addresses stay held.
+func (s *Store) next(cms []*corev1.ConfigMap, want *demanded) [shardCount]map[string]string {
+	m := s.decode(cms)
+	if len(m.errs) > 0 {
+		allocationErrors.WithLabelValues(reasonCorrupt).Add(float64(len(m.errs)))
+	}
+	heldSet := make(map[netip.Addr]struct{}, len(m.held))
+	for _, a := range m.held {
 		heldSet[a] = struct{}{}
 	}
 	reserved := func(a netip.Addr) uint64 {
@@ -379,17 +543,19 @@ func (s *Store) next(data map[string]string, want *demanded) map[string]string {
 		}
 		return 0
 	}
-	next, exhausted, conflicts := s.alloc.next(current, want.hosts, reserved, time.Now())
+	next, exhausted, conflicts := s.alloc.next(m.hosts, want.hosts, reserved, time.Now())
 	allocationConflicts.Set(float64(len(conflicts)))
 	allocationExhausted.Set(float64(len(exhausted)))
-	s.warnConflicts(conflicts)
+	s.warnConflicts(conflicts, next)
 	s.warnExhausted(exhausted)
-	out := encodeAllocations(next)
-	valid := encodeAllocations(current)
-	for k, v := range data {
-		if _, ok := valid[k]; !ok {
-			if _, ok := out[k]; !ok {
-				out[k] = v
+	out := encodeShards(next)
+	for i := range out {
+		if cms[i] == nil {
+			continue
+		}
+		for _, key := range s.decodedShard(i, cms[i]).corrupt {
+			if _, ok := out[i][key]; !ok {
+				out[i][key] = cms[i].Data[key]
 			}
 		}
 	}
@@ -398,17 +564,23 @@ func (s *Store) next(data map[string]string, want *demanded) map[string]string {
 
 // warnConflicts logs each host whose live VIP became a conflict once, until it no longer is one.
 // Owned by the reconciler goroutine.
-func (s *Store) warnConflicts(hosts []string) {
+func (s *Store) warnConflicts(hosts []string, next map[string]allocation) {
 	warnNew(&s.conflicted, hosts, func(h string) string {
-		return fmt.Sprintf("allocations ConfigMap %s: a ServiceEntry now declares a VIP of %s (or another host holds it); "+
-			"it is kept, as moving it would break its clients: delete key %q to renumber it",
-			s.Key(), h, strings.TrimSuffix(h, "."))
+		var where []string
+		for _, a := range [2]netip.Addr{next[h].V4, next[h].V6} {
+			if a.IsValid() {
+				where = append(where, fmt.Sprintf("key %q of ConfigMap %s", addressKey(a), s.objects[shardOf(a)]))
+			}
+		}
+		return fmt.Sprintf("allocations %s: a ServiceEntry now declares a VIP of %s (or another host holds it); "+
+			"it is kept, as moving it would break its clients: delete %s to renumber it",
+			s.Key(), h, strings.Join(where, " and "))
 	})
 }
 
 func (s *Store) warnExhausted(hosts []string) {
 	warnNew(&s.exhausted, hosts, func(h string) string {
-		return fmt.Sprintf("allocations ConfigMap %s: no VIP for %s: the autoallocate ranges are full", s.Key(), h)
+		return fmt.Sprintf("allocations %s: no VIP for %s: the autoallocate ranges are full", s.Key(), h)
 	})
 }
 
@@ -430,7 +602,7 @@ type storeError struct {
 
 func (e *storeError) Error() string { return e.err.Error() }
 
-// watchError counts the informer's failures to list or watch the ConfigMap; a closed or expired
+// watchError counts the informers' failures to list or watch the ConfigMaps; a closed or expired
 // watch is routine.
 func (s *Store) watchError(_ *cache.Reflector, err error) {
 	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || apierrors.IsResourceExpired(err) || apierrors.IsGone(err) {
@@ -450,10 +622,10 @@ func (s *Store) fail(reason string, err error) {
 	}
 	s.failed[reason] = msg
 	if reason == reasonWriteFailed {
-		log.Errorf("allocations ConfigMap %s: %s; new hosts get no VIP until a write succeeds", s.Key(), msg)
+		log.Errorf("allocations %s: %s; new hosts get no VIP until a write succeeds", s.Key(), msg)
 		return
 	}
-	log.Errorf("allocations ConfigMap %s: %s; no new VIP is handed out until it can be read", s.Key(), msg)
+	log.Errorf("allocations %s: %s; no new VIP is handed out until they can be read", s.Key(), msg)
 }
 
 // recovered forgets the errors last logged for reasons, so that a recurrence is logged again.

@@ -64,8 +64,26 @@ func startStoreOn(t *testing.T, client *fake.Clientset) (*Store, *atomic.Int32) 
 	return s, &notified
 }
 
-func configMap(data map[string]string) *corev1.ConfigMap {
-	return &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: storeNS, Name: storeName}, Data: data}
+// configMap is the store's ConfigMap name holding data.
+func configMap(name string, data map[string]string) *corev1.ConfigMap {
+	return &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: storeNS, Name: name}, Data: data}
+}
+
+// shardObjects are the store's shards holding the allocations m, and the extra entries
+// (addresses as keys) each in the shard of its address; keepEmpty says whether shards left
+// empty exist.
+func shardObjects(m map[string]allocation, extra map[string]string, keepEmpty bool) []runtime.Object {
+	data := encodeShards(m)
+	for k, v := range extra {
+		data[shardOf(netip.MustParseAddr(strings.ReplaceAll(k, "-", ":")))][k] = v
+	}
+	var objs []runtime.Object
+	for i, name := range shardNames(storeName) {
+		if len(data[i]) > 0 || keepEmpty {
+			objs = append(objs, configMap(name, data[i]))
+		}
+	}
+	return objs
 }
 
 // heldLease is the Lease as another replica holds it, renewed just now.
@@ -82,7 +100,7 @@ func heldLease(holder string, seconds int32) *coordinationv1.Lease {
 	}
 }
 
-// writes counts the creates and updates of the ConfigMap the client has seen.
+// writes counts the actions with verbs on ConfigMaps the client has seen.
 func writes(client *fake.Clientset, verbs ...string) int {
 	n := 0
 	for _, a := range client.Actions() {
@@ -93,13 +111,27 @@ func writes(client *fake.Clientset, verbs ...string) int {
 	return n
 }
 
-func stored(t *testing.T, client *fake.Clientset) map[string]string {
+// stored is every shard's data, by name (missing shards left out).
+func stored(t *testing.T, client *fake.Clientset) map[string]map[string]string {
 	t.Helper()
-	cm, err := client.CoreV1().ConfigMaps(storeNS).Get(context.Background(), storeName, metav1.GetOptions{})
-	if err != nil {
-		return nil
+	out := map[string]map[string]string{}
+	for _, name := range shardNames(storeName) {
+		cm, err := client.CoreV1().ConfigMaps(storeNS).Get(context.Background(), name, metav1.GetOptions{})
+		if err == nil {
+			out[name] = cm.Data
+		}
 	}
-	return cm.Data
+	return out
+}
+
+// storedHosts is every host's allocation as the shards hold it.
+func storedHosts(t *testing.T, client *fake.Clientset) map[string]allocation {
+	t.Helper()
+	var data [shardCount]map[string]string
+	for i, name := range shardNames(storeName) {
+		data[i] = stored(t, client)[name]
+	}
+	return mergeShards(decodeAll(data)).hosts
 }
 
 // value reads a gauge or counter.
@@ -142,21 +174,22 @@ func waitLeading(t *testing.T, s *Store) {
 
 func TestAllocationStoreCurrent(t *testing.T) {
 	released := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
-	data := encodeAllocations(map[string]allocation{
+	objs := shardObjects(map[string]allocation{
 		"a.x.global.": {VIPs: VIPs{V4: netip.MustParseAddr("240.241.0.1"), V6: netip.MustParseAddr("2001:2:0:1::1")}},
 		"b.x.global.": {VIPs: VIPs{V4: netip.MustParseAddr("240.241.0.2"), V6: netip.MustParseAddr("2001:2:0:1::2")}, Released: released},
-	})
-	data["c.x.global"] = "240.241.0.3,not-an-address"
-	// A replica that does not lead serves what the ConfigMap holds all the same.
-	s, _, notified := startStore(t, configMap(data), heldLease("other", 3600))
+	}, map[string]string{"240.241.0.3": "not a host!"}, false)
+	// A replica that does not lead serves what the ConfigMaps hold all the same.
+	s, _, notified := startStore(t, append(objs, heldLease("other", 3600))...)
 
 	live, corrupt := s.Current()
 	want := map[string]VIPs{"a.x.global.": {V4: netip.MustParseAddr("240.241.0.1"), V6: netip.MustParseAddr("2001:2:0:1::1")}}
 	if !maps.Equal(live, want) {
 		t.Errorf("live %v, want %v (released and corrupt entries are not served)", live, want)
 	}
-	if len(corrupt) != 1 || !strings.Contains(corrupt[0].Error(), "c.x.global") || s.Key() != storeNS+"/"+storeName {
-		t.Errorf("corrupt %v (store %s), want one error naming the entry's key", corrupt, s.Key())
+	shard := shardNames(storeName)[shardOf(netip.MustParseAddr("240.241.0.3"))]
+	if len(corrupt) != 1 || !strings.Contains(corrupt[0].Error(), `"240.241.0.3"`) || !strings.Contains(corrupt[0].Error(), shard) ||
+		s.Key() != storeNS+"/"+storeName {
+		t.Errorf("corrupt %v (store %s), want one error naming the entry's key and shard", corrupt, s.Key())
 	}
 	if notified.Load() == 0 {
 		t.Error("notify was not called once synced")
@@ -182,15 +215,18 @@ func TestAllocationStoreLeaderWrites(t *testing.T) {
 
 	s.Demand([]string{"a.x.global.", "b.x.global."}, noneReserved)
 	first := liveHosts(t, s, "a.x.global.", "b.x.global.")
-	if n := writes(client, "create"); n != 1 {
-		t.Errorf("%d creates, want 1", n)
+	if n, shards := writes(client, "create"), len(stored(t, client)); n != shards || n == 0 || n > 4 {
+		t.Errorf("%d creates for %d shards, want one per shard the four VIPs are in", n, shards)
 	}
-	cm, err := client.CoreV1().ConfigMaps(storeNS).Get(context.Background(), storeName, metav1.GetOptions{})
-	if err != nil || cm.Labels["app.kubernetes.io/managed-by"] != "coredns-istio" {
-		t.Errorf("created ConfigMap %v (%v), want labelled as ours", cm, err)
+	for name := range stored(t, client) {
+		cm, err := client.CoreV1().ConfigMaps(storeNS).Get(context.Background(), name, metav1.GetOptions{})
+		if err != nil || cm.Labels["app.kubernetes.io/managed-by"] != "coredns-istio" {
+			t.Errorf("created ConfigMap %v (%v), want labelled as ours", cm, err)
+		}
 	}
 
-	// A third host: one update, and a and b keep their VIPs.
+	// A third host: at most two writes (its two shards), and a and b keep their VIPs.
+	before := writes(client, "update", "create")
 	s.Demand([]string{"a.x.global.", "b.x.global.", "c.x.global."}, noneReserved)
 	second := liveHosts(t, s, "a.x.global.", "b.x.global.", "c.x.global.")
 	for h, v := range first {
@@ -205,20 +241,20 @@ func TestAllocationStoreLeaderWrites(t *testing.T) {
 		}
 		unique[v.V4], unique[v.V6] = true, true
 	}
-	if n := writes(client, "update"); n != 1 {
-		t.Errorf("%d updates, want 1", n)
+	if n := writes(client, "update", "create") - before; n == 0 || n > 2 {
+		t.Errorf("%d writes for one host, want one per shard its VIPs are in", n)
 	}
 
-	// The same demand again, many times: nothing to write. Then one more host: exactly one
-	// update, which also shows the repeated demands were handled first.
+	// The same demand again, many times: nothing to write.
+	before = writes(client, "update", "create")
 	for range 5 {
 		s.Demand([]string{"a.x.global.", "b.x.global.", "c.x.global."}, noneReserved)
 		time.Sleep(20 * time.Millisecond)
 	}
 	s.Demand([]string{"a.x.global.", "b.x.global.", "c.x.global.", "d.x.global."}, noneReserved)
 	liveHosts(t, s, "a.x.global.", "b.x.global.", "c.x.global.", "d.x.global.")
-	if n := writes(client, "update", "create"); n != 3 {
-		t.Errorf("%d writes, want 3: the unchanged demands wrote", n)
+	if n := writes(client, "update", "create") - before; n == 0 || n > 2 {
+		t.Errorf("%d writes, want at most two, for d: the unchanged demands wrote", n)
 	}
 
 	// A host no longer wanted is released (not served), and its VIP is not handed out again.
@@ -227,8 +263,8 @@ func TestAllocationStoreLeaderWrites(t *testing.T) {
 	if e := third["e.x.global."]; e.V4 == second["b.x.global."].V4 || e.V6 == second["b.x.global."].V6 {
 		t.Errorf("e got b's VIPs %v within the grace period", e)
 	}
-	if _, ok := stored(t, client)["b.x.global"]; !ok {
-		t.Errorf("b's released allocation is gone: %v", stored(t, client))
+	if b := storedHosts(t, client)["b.x.global."]; b.VIPs != second["b.x.global."] || b.Released.IsZero() {
+		t.Errorf("b's allocation is %v, want its VIPs %v, released", b, second["b.x.global."])
 	}
 
 	s.Stop()
@@ -242,15 +278,12 @@ func TestAllocationStoreLeaderWrites(t *testing.T) {
 }
 
 func TestAllocationStoreHoldsCorruptAddresses(t *testing.T) {
-	// Twelve of the sixteen IPv4 addresses sit in values that do not decode.
+	// Twelve of the sixteen IPv4 addresses sit in entries that do not decode.
 	data := map[string]string{}
-	held := map[netip.Addr]bool{}
 	for i := 2; i < 14; i++ {
-		a := netip.MustParseAddr(fmt.Sprintf("240.241.0.%d", i))
-		held[a] = true
-		data[fmt.Sprintf("corrupt%d.x.global", i)] = a.String() + ",garbage"
+		data[fmt.Sprintf("240.241.0.%d", i)] = fmt.Sprintf("corrupt %d", i)
 	}
-	s, client, _ := startStore(t, configMap(maps.Clone(data)))
+	s, client, _ := startStore(t, shardObjects(nil, data, false)...)
 	waitLeading(t, s)
 	before := value(allocationErrors.WithLabelValues(reasonCorrupt))
 
@@ -264,8 +297,9 @@ func TestAllocationStoreHoldsCorruptAddresses(t *testing.T) {
 	}
 	got := stored(t, client)
 	for k, v := range data {
-		if got[k] != v {
-			t.Errorf("corrupt %s = %q after the write, want it kept as %q", k, got[k], v)
+		shard := shardNames(storeName)[shardOf(netip.MustParseAddr(k))]
+		if got[shard][k] != v {
+			t.Errorf("corrupt %s = %q in %s after the write, want it kept as %q", k, got[shard][k], shard, v)
 		}
 	}
 	if after := value(allocationErrors.WithLabelValues(reasonCorrupt)); after <= before {
@@ -291,8 +325,7 @@ func TestAllocationStoreReservedAddresses(t *testing.T) {
 
 func TestAllocationStoreKeepsConflictingVIPs(t *testing.T) {
 	a := VIPs{V4: netip.MustParseAddr("240.241.0.1"), V6: netip.MustParseAddr("2001:2:0:1::1")}
-	data := encodeAllocations(map[string]allocation{"a.x.global.": {VIPs: a}})
-	s, client, _ := startStore(t, configMap(maps.Clone(data)))
+	s, client, _ := startStore(t, shardObjects(map[string]allocation{"a.x.global.": {VIPs: a}}, nil, false)...)
 	waitLeading(t, s)
 
 	// A ServiceEntry now declares a's IPv4 VIP: a keeps it, and the conflict is reported.
@@ -314,13 +347,13 @@ func TestAllocationStoreKeepsConflictingVIPs(t *testing.T) {
 		}
 		return nil
 	})
-	if n := writes(client, "update"); n != 1 {
-		t.Errorf("%d updates, want 1 (for b)", n)
+	if n := writes(client, "update", "create"); n == 0 || n > 2 {
+		t.Errorf("%d writes, want one per shard of b's VIPs", n)
 	}
 }
 
 func TestAllocationStoreRetriesConflicts(t *testing.T) {
-	client := fake.NewClientset(configMap(map[string]string{}))
+	client := fake.NewClientset(shardObjects(nil, nil, true)...)
 	var conflicts atomic.Int32
 	client.PrependReactor("update", "configmaps", func(k8stesting.Action) (bool, runtime.Object, error) {
 		if conflicts.Add(1) == 1 {
@@ -333,12 +366,16 @@ func TestAllocationStoreRetriesConflicts(t *testing.T) {
 	client.ClearActions()
 
 	s.Demand([]string{"a.x.global."}, noneReserved)
-	liveHosts(t, s, "a.x.global.")
-	if n := writes(client, "update"); n != 2 {
-		t.Errorf("%d updates, want 2: one conflict, one retry", n)
+	a := liveHosts(t, s, "a.x.global.")["a.x.global."]
+	shards := 1
+	if shardOf(a.V4) != shardOf(a.V6) {
+		shards = 2
 	}
-	if n := writes(client, "get"); n != 1 {
-		t.Errorf("%d reads of the ConfigMap, want 1 fresh Get after the conflict", n)
+	if n := writes(client, "update"); n != 1+shards {
+		t.Errorf("%d updates, want %d: one conflict, then a's shards", n, 1+shards)
+	}
+	if n := writes(client, "get"); n != len(s.objects) {
+		t.Errorf("%d reads of the ConfigMaps, want %d: each once, fresh, after the conflict", n, len(s.objects))
 	}
 }
 
@@ -469,4 +506,87 @@ func TestAllocationStoreReportsExhaustion(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestAllocationStoreMigratesLegacy: the one ConfigMap of earlier versions is served until the
+// leader has copied it into the shards; then it is annotated and no longer read.
+func TestAllocationStoreMigratesLegacy(t *testing.T) {
+	a := VIPs{V4: netip.MustParseAddr("240.241.0.5"), V6: netip.MustParseAddr("2001:2:0:1::5")}
+	b := VIPs{V4: netip.MustParseAddr("240.241.0.6"), V6: netip.MustParseAddr("2001:2:0:1::6")}
+	old := configMap(storeName, map[string]string{
+		"a.x.global": "240.241.0.5,2001:2:0:1::5",
+		"b.x.global": "240.241.0.6,2001:2:0:1::6 released=2099-01-01T00:00:00Z",
+		"c.x.global": "240.241.0.7,garbage",
+	})
+	s, client, _ := startStore(t, old, heldLease("other", 2))
+	if live, corrupt := s.Current(); !maps.Equal(live, map[string]VIPs{"a.x.global.": a}) || len(corrupt) != 1 {
+		t.Errorf("before the migration: live %v, corrupt %v; want a, and c corrupt", live, corrupt)
+	}
+
+	waitLeading(t, s)
+	s.Demand([]string{"a.x.global.", "d.x.global."}, noneReserved)
+	live := liveHosts(t, s, "a.x.global.", "d.x.global.")
+	if live["a.x.global."] != a {
+		t.Errorf("a moved from %v to %v in the migration", a, live["a.x.global."])
+	}
+	if d := live["d.x.global."]; d.V4 == b.V4 || d.V6 == b.V6 || d.V4 == netip.MustParseAddr("240.241.0.7") {
+		t.Errorf("d got %v: b's released or c's corrupt address", d)
+	}
+	poll.Until(t, 5*time.Second, func() error {
+		cm, err := client.CoreV1().ConfigMaps(storeNS).Get(context.Background(), storeName, metav1.GetOptions{})
+		if err != nil || cm.Annotations[migratedAnnotation] == "" {
+			return fmt.Errorf("the legacy ConfigMap is %v (%v), want annotated", cm, err)
+		}
+		return nil
+	})
+	if got := storedHosts(t, client); got["b.x.global."].VIPs != b || got["a.x.global."].VIPs != a {
+		t.Errorf("the shards hold %v, want a and b (released) as before", got)
+	}
+
+	// An earlier version's leader writing it now changes nothing here.
+	cm, err := client.CoreV1().ConfigMaps(storeNS).Get(context.Background(), storeName, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cm.Data["z.x.global"] = "240.241.0.9"
+	if _, err := client.CoreV1().ConfigMaps(storeNS).Update(context.Background(), cm, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	liveHosts(t, s, "a.x.global.", "d.x.global.")
+}
+
+// TestAllocationStoreWithholdsIncompleteHosts: a new host is served once all its records are
+// visible; one served before keeps being served while a record of it names one still to come.
+func TestAllocationStoreWithholdsIncompleteHosts(t *testing.T) {
+	v4, v6 := netip.MustParseAddr("240.241.0.5"), netip.MustParseAddr("2001:2:0:1::5")
+	old := netip.MustParseAddr("240.241.0.6")
+	objs := shardObjects(nil, map[string]string{
+		"240.241.0.5": "new.x.global with=2001:2:0:1::5",
+		"240.241.0.6": "old.x.global",
+	}, true)
+	s, client, _ := startStore(t, append(objs, heldLease("other", 3600))...)
+	liveHosts(t, s, "old.x.global.")
+
+	set := func(a netip.Addr, value string) {
+		t.Helper()
+		name := shardNames(storeName)[shardOf(a)]
+		cm, err := client.CoreV1().ConfigMaps(storeNS).Get(context.Background(), name, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cm.Data[addressKey(a)] = value
+		if _, err := client.CoreV1().ConfigMaps(storeNS).Update(context.Background(), cm, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	set(old, "old.x.global with=2001:2:0:1::6") // old gets an IPv6 VIP: its IPv4 record first
+	time.Sleep(100 * time.Millisecond)
+	if live := liveHosts(t, s, "old.x.global."); live["old.x.global."] != (VIPs{V4: old}) {
+		t.Errorf("old serves %v while its IPv6 record is still to come, want its IPv4 VIP", live)
+	}
+	set(v6, "new.x.global with=240.241.0.5")
+	if live := liveHosts(t, s, "new.x.global.", "old.x.global."); live["new.x.global."] != (VIPs{v4, v6}) {
+		t.Errorf("new serves %v, want both its VIPs", live["new.x.global."])
+	}
 }
