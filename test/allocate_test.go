@@ -54,19 +54,23 @@ func startAllocReplica(t *testing.T, ns string) *coreDNS {
 func freshAllocNamespace(t *testing.T, ns string) {
 	t.Helper()
 	createNamespace(t, ns)
-	clean := func() {
-		err := kubeClient.CoreV1().ConfigMaps(ns).DeleteCollection(apiContext(t), metav1.DeleteOptions{},
-			metav1.ListOptions{LabelSelector: "app.kubernetes.io/managed-by=coredns-istio"})
-		if err != nil {
-			t.Errorf("deleting the ConfigMaps of %s/%s: %v", ns, vipsName, err)
-		}
-		err = kubeClient.CoordinationV1().Leases(ns).Delete(apiContext(t), vipsName, metav1.DeleteOptions{})
-		if err != nil && !apierrors.IsNotFound(err) {
-			t.Errorf("deleting Lease %s/%s: %v", ns, vipsName, err)
-		}
+	cleanAllocations(t, ns, vipsName)
+	t.Cleanup(func() { cleanAllocations(t, ns, vipsName) })
+}
+
+// cleanAllocations deletes the allocation ConfigMaps in ns (all of them, by their label) and
+// the Lease name.
+func cleanAllocations(t testing.TB, ns, name string) {
+	t.Helper()
+	err := kubeClient.CoreV1().ConfigMaps(ns).DeleteCollection(apiContext(t), metav1.DeleteOptions{},
+		metav1.ListOptions{LabelSelector: "app.kubernetes.io/managed-by=coredns-istio"})
+	if err != nil {
+		t.Errorf("deleting the ConfigMaps of %s/%s: %v", ns, name, err)
 	}
-	clean()
-	t.Cleanup(clean)
+	err = kubeClient.CoordinationV1().Leases(ns).Delete(apiContext(t), name, metav1.DeleteOptions{})
+	if err != nil && !apierrors.IsNotFound(err) {
+		t.Errorf("deleting Lease %s/%s: %v", ns, name, err)
+	}
 }
 
 // applyAddressless creates ServiceEntries name-i (host name-i.ns.global, no address) for i in
@@ -135,7 +139,7 @@ func agreedVIPs(t *testing.T, timeout time.Duration, hosts []string, replicas ..
 
 // leader returns the replica whose leader gauge is 1, failing unless exactly one of the
 // running replicas reports it within timeout.
-func leader(t *testing.T, timeout time.Duration, replicas ...*coreDNS) *coreDNS {
+func leader(t testing.TB, timeout time.Duration, replicas ...*coreDNS) *coreDNS {
 	t.Helper()
 	var found *coreDNS
 	eventually(t, timeout, func() error {

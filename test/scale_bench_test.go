@@ -37,22 +37,28 @@ import (
 //
 //	COREDNS_ISTIO_SCALE=10000,100000 go test -run '^$' -bench Scale -benchtime 1x -timeout 60m -v ./test/
 func BenchmarkScale(b *testing.B) {
-	sizes := []int{10_000}
-	if s := os.Getenv("COREDNS_ISTIO_SCALE"); s != "" {
-		sizes = nil
-		for _, f := range strings.Split(s, ",") {
-			n, err := strconv.Atoi(strings.TrimSpace(f))
-			if err != nil || n < 100 {
-				b.Fatalf("COREDNS_ISTIO_SCALE=%q: want sizes of at least 100, comma-separated", s)
-			}
-			sizes = append(sizes, n)
-		}
-	}
 	for range b.N {
-		for _, n := range sizes {
+		for _, n := range scaleSizes(b) {
 			b.Run(strconv.Itoa(n), func(b *testing.B) { scaleRun(b, n) })
 		}
 	}
+}
+
+// scaleSizes are the sizes COREDNS_ISTIO_SCALE asks for (default 10k).
+func scaleSizes(b *testing.B) []int {
+	s := os.Getenv("COREDNS_ISTIO_SCALE")
+	if s == "" {
+		return []int{10_000}
+	}
+	var sizes []int
+	for _, f := range strings.Split(s, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 100 {
+			b.Fatalf("COREDNS_ISTIO_SCALE=%q: want sizes of at least 100, comma-separated", s)
+		}
+		sizes = append(sizes, n)
+	}
+	return sizes
 }
 
 const (

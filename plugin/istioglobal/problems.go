@@ -35,4 +35,18 @@ func (s *problemSet) count(p Problem, d int32) {
 }
 
 // logNew logs the problems that appeared since it last ran.
-func (s *problemSet) logNew() { s.logged.Flush(func(t string) { log.Warning(t) }) }
+func (s *problemSet) logNew() {
+	n := 0
+	s.logged.Flush(func(t string) {
+		if n++; n <= maxLoggedPerBuild {
+			log.Warning(t)
+		}
+	})
+	if n > maxLoggedPerBuild {
+		log.Warningf("and %d more problems of the same build, not logged: see coredns_istioglobal_skipped (and, with txt on, the names' TXT)", n-maxLoggedPerBuild)
+	}
+}
+
+// maxLoggedPerBuild bounds the problems one build logs: one cause (a bulk load of bad entries,
+// a store that cannot be written) can affect thousands of hosts at once.
+const maxLoggedPerBuild = 20

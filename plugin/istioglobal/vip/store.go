@@ -39,13 +39,17 @@ const (
 )
 
 const (
-	// writeTimeout bounds one reconcile's reads and writes of the ConfigMaps by the leader.
+	// writeTimeout bounds one read or write of a ConfigMap by the leader.
 	writeTimeout = 10 * time.Second
 	// maxRetryDelay caps the backoff after a failed reconcile; a new demand retries at once.
 	maxRetryDelay = time.Minute
-	// writeSpacing is the least time between two reconciles that wrote: a burst of new hosts
-	// costs a few writes of each shard, not one per host.
+	// writeSpacing is how long the leader waits after each shard it wrote before the next
+	// reconcile: one new host costs a write or two within a fraction of a second, and a burst
+	// of thousands, which changes every shard, a write of each about every 8 s, not one per host
+	// (each write of a shard stores the whole shard again in etcd's history).
 	writeSpacing = 250 * time.Millisecond
+	// The store's client rate: client-go's default (5/s) would take seconds for 32 shards.
+	storeQPS, storeBurst = 50, 100
 )
 
 // migratedAnnotation marks the ConfigMap of the one-ConfigMap format once its allocations are
@@ -73,6 +77,7 @@ type Store struct {
 
 	leaseDuration, renewDeadline, retryPeriod time.Duration
 	syncTimeout                               time.Duration
+	spacing                                   time.Duration // writeSpacing
 	identity                                  string
 
 	cancel    context.CancelFunc
@@ -119,6 +124,7 @@ func NewStore(namespace, name string, config *rest.Config, alloc *Allocator) *St
 		config:        config,
 		alloc:         alloc,
 		syncTimeout:   defaultSyncTimeout,
+		spacing:       writeSpacing,
 		leaseDuration: defaultLeaseDuration,
 		renewDeadline: defaultRenewDeadline,
 		retryPeriod:   defaultRetryPeriod,
@@ -137,8 +143,10 @@ func (s *Store) Start(notify func()) error {
 		LeaseDuration: s.leaseDuration, RenewDeadline: s.renewDeadline, RetryPeriod: s.retryPeriod}
 	client, leaseClient := s.client, s.client
 	if client == nil {
+		cfg := rest.CopyConfig(s.config)
+		cfg.QPS, cfg.Burst = storeQPS, storeBurst
 		var err error
-		if client, err = kubernetes.NewForConfig(s.config); err != nil {
+		if client, err = kubernetes.NewForConfig(cfg); err != nil {
 			return err
 		}
 		if leaseClient, err = kubernetes.NewForConfig(kube.LeaseConfig(s.config, lease)); err != nil {
@@ -349,10 +357,10 @@ func (s *Store) reconciler(ctx context.Context) {
 			continue
 		}
 		delay = 0
-		if wrote {
+		if wrote > 0 {
 			select {
 			case <-ctx.Done():
-			case <-time.After(writeSpacing):
+			case <-time.After(time.Duration(wrote) * s.spacing):
 			}
 		}
 	}
@@ -360,29 +368,29 @@ func (s *Store) reconciler(ctx context.Context) {
 
 // reconcile makes the shards hold the allocations for want, starting from the cached copies
 // and, after a conflict, from fresh reads. It writes only the shards that change, and reports
-// whether it wrote any.
-func (s *Store) reconcile(term context.Context, want *demanded) (wrote bool, err error) {
-	ctx, cancel := context.WithTimeout(term, writeTimeout)
-	defer cancel()
+// how many it wrote. Each call to the API server ends with term, or after writeTimeout.
+func (s *Store) reconcile(term context.Context, want *demanded) (wrote int, err error) {
 	cms := s.cached()
 	fresh := false
 	err = retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		if fresh {
 			var err error
-			if cms, err = s.read(ctx); err != nil {
+			if cms, err = s.read(term); err != nil {
 				return err
 			}
 		}
 		fresh = true
 		for i, data := range s.next(cms, want) {
-			w, err := s.write(ctx, s.objects[i], cms[i], data)
-			wrote = wrote || w
+			w, err := s.write(term, s.objects[i], cms[i], data)
+			if w {
+				wrote++
+			}
 			if err != nil {
 				return err
 			}
 		}
 		if old := cms[legacy]; unmigrated(old) {
-			return s.markMigrated(ctx, old)
+			return s.markMigrated(term, old)
 		}
 		return nil
 	})
@@ -410,11 +418,13 @@ func (s *Store) cached() []*corev1.ConfigMap {
 }
 
 // read is every object as the API server holds it now; nil where it does not exist.
-func (s *Store) read(ctx context.Context) ([]*corev1.ConfigMap, error) {
+func (s *Store) read(term context.Context) ([]*corev1.ConfigMap, error) {
 	configMaps := s.client.CoreV1().ConfigMaps(s.namespace)
 	cms := make([]*corev1.ConfigMap, len(s.objects))
 	for i, name := range s.objects {
+		ctx, cancel := context.WithTimeout(term, writeTimeout)
 		cm, err := configMaps.Get(ctx, name, metav1.GetOptions{})
+		cancel()
 		switch {
 		case apierrors.IsNotFound(err):
 		case err != nil:
@@ -427,10 +437,12 @@ func (s *Store) read(ctx context.Context) ([]*corev1.ConfigMap, error) {
 }
 
 // write makes ConfigMap name, now cm (nil: missing), hold data, and reports whether it wrote.
-func (s *Store) write(ctx context.Context, name string, cm *corev1.ConfigMap, data map[string]string) (bool, error) {
+func (s *Store) write(term context.Context, name string, cm *corev1.ConfigMap, data map[string]string) (bool, error) {
 	if cm == nil && len(data) == 0 || cm != nil && maps.Equal(cm.Data, data) {
 		return false, nil
 	}
+	ctx, cancel := context.WithTimeout(term, writeTimeout)
+	defer cancel()
 	configMaps := s.client.CoreV1().ConfigMaps(s.namespace)
 	var err error
 	if cm == nil {
@@ -464,7 +476,9 @@ func unmigrated(cm *corev1.ConfigMap) bool {
 }
 
 // markMigrated annotates the legacy ConfigMap once the shards hold what it holds.
-func (s *Store) markMigrated(ctx context.Context, cm *corev1.ConfigMap) error {
+func (s *Store) markMigrated(term context.Context, cm *corev1.ConfigMap) error {
+	ctx, cancel := context.WithTimeout(term, writeTimeout)
+	defer cancel()
 	updated := cm.DeepCopy()
 	if updated.Annotations == nil {
 		updated.Annotations = map[string]string{}

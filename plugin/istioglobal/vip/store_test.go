@@ -50,6 +50,7 @@ func startStoreOn(t *testing.T, client *fake.Clientset) (*Store, *atomic.Int32) 
 	s := NewStore(storeNS, storeName, nil, alloc)
 	s.client = client
 	s.leaseDuration, s.renewDeadline, s.retryPeriod = 3*time.Second, 2*time.Second, 500*time.Millisecond
+	s.spacing = 10 * time.Millisecond
 	var notified atomic.Int32
 	if err := s.Start(func() { notified.Add(1) }); err != nil {
 		t.Fatal(err)
