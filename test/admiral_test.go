@@ -17,19 +17,7 @@ const admiralNS = "admiral-sync"
 
 // admiralCorefile serves Admiral's sync namespace under a visibility policy, with the TXT facts.
 func admiralCorefile(visibility string) string {
-	return `global:{{.Port}} {
-    bind 127.0.0.1
-    errors
-    ready 127.0.0.1:{{.ReadyPort}}
-    prometheus 127.0.0.1:{{.MetricsPort}}
-    istioglobal {
-        kubeconfig {{.Kubeconfig}}
-        namespaces ` + admiralNS + `
-        visibility ` + visibility + `
-        txt on
-    }
-}
-`
+	return testCorefile("global:{{.Port}}", "", []string{"kubeconfig {{.Kubeconfig}}", "namespaces " + admiralNS, "visibility " + visibility, "txt on"})
 }
 
 // admiralEntry is a ServiceEntry in the shape Admiral writes (istio-ecosystem/admiral

@@ -26,19 +26,8 @@ const vipsName = "coredns-istio-vips"
 // allocCorefile serves the ServiceEntries of ns with VIPs for address-less hosts, persisted
 // in the shards of ns/coredns-istio-vips.
 func allocCorefile(ns string) string {
-	return `global:{{.Port}} {
-    bind 127.0.0.1
-    errors
-    ready 127.0.0.1:{{.ReadyPort}}
-    prometheus 127.0.0.1:{{.MetricsPort}}
-    istioglobal {
-        kubeconfig {{.Kubeconfig}}
-        namespaces ` + ns + `
-        autoallocate ` + allocV4.String() + ` ` + allocV6.String() + `
-        allocations ` + ns + `/` + vipsName + `
-    }
-}
-`
+	return testCorefile("global:{{.Port}}", "", []string{"kubeconfig {{.Kubeconfig}}", "namespaces " + ns,
+		"autoallocate " + allocV4.String() + " " + allocV6.String(), "allocations " + ns + "/" + vipsName})
 }
 
 // startAllocReplica starts a replica of the allocation Corefile and waits until it is ready.

@@ -17,18 +17,7 @@ import (
 // filesCorefile serves global (and in-addr.arpa) from the ServiceEntry files at path (a file or
 // a directory), with the NS target at 127.0.0.1.
 func filesCorefile(path string) string {
-	return `global:{{.Port}} in-addr.arpa:{{.Port}} {
-    bind 127.0.0.1
-    errors
-    ready 127.0.0.1:{{.ReadyPort}}
-    prometheus 127.0.0.1:{{.MetricsPort}}
-    istioglobal global in-addr.arpa {
-        files ` + path + `
-        nameserver 127.0.0.1
-        txt on
-    }
-}
-`
+	return testCorefile("global:{{.Port}} in-addr.arpa:{{.Port}}", "global in-addr.arpa", []string{"files " + path, "nameserver 127.0.0.1", "txt on"})
 }
 
 func writeEntries(t *testing.T, dir, yaml string) {

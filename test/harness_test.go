@@ -370,20 +370,42 @@ func kubeconfigFile(t testing.TB, cfg *rest.Config) string {
 	return path
 }
 
-// dnsmasqBinary finds dnsmasq, which Debian's dnsmasq-base installs in /usr/sbin (often not on
-// a non-root PATH).
-func dnsmasqBinary(t testing.TB) string {
+// testCorefile is a server block for keys (global:{{.Port}} ...) on 127.0.0.1 with errors, ready
+// and prometheus on the test's ports, an istioglobal block with args and options (one a line),
+// and further plugins (each one line, or a block).
+func testCorefile(keys, args string, options []string, plugins ...string) string {
+	var b strings.Builder
+	b.WriteString(keys + " {\n    bind 127.0.0.1\n    errors\n    ready 127.0.0.1:{{.ReadyPort}}\n    prometheus 127.0.0.1:{{.MetricsPort}}\n")
+	b.WriteString(strings.TrimRight("    istioglobal "+args, " ") + " {\n")
+	for _, o := range options {
+		b.WriteString("        " + o + "\n")
+	}
+	b.WriteString("    }\n")
+	for _, p := range plugins {
+		b.WriteString("    " + p + "\n")
+	}
+	b.WriteString("}\n")
+	return b.String()
+}
+
+// dnsmasqBinary finds dnsmasq, which Debian's dnsmasq-base installs in /usr/sbin.
+func dnsmasqBinary(t testing.TB) string { return sbinBinary(t, "dnsmasq") }
+
+// sbinBinary finds a daemon from Debian's packages (test/tools/install-deps.sh), which live in
+// /usr/sbin, often not on a non-root PATH. It skips the test when it is missing, or fails it
+// under CI=true.
+func sbinBinary(t testing.TB, name string) string {
 	t.Helper()
-	if path, err := exec.LookPath("dnsmasq"); err == nil {
+	if path, err := exec.LookPath(name); err == nil {
 		return path
 	}
-	if _, err := os.Stat("/usr/sbin/dnsmasq"); err == nil {
-		return "/usr/sbin/dnsmasq"
+	if _, err := os.Stat("/usr/sbin/" + name); err == nil {
+		return "/usr/sbin/" + name
 	}
 	if os.Getenv("CI") == "true" {
-		t.Fatal("dnsmasq is not installed (test/tools/install-deps.sh)")
+		t.Fatalf("%s is not installed (test/tools/install-deps.sh)", name)
 	}
-	t.Skip("dnsmasq is not installed (test/tools/install-deps.sh)")
+	t.Skipf("%s is not installed (test/tools/install-deps.sh)", name)
 	return ""
 }
 

@@ -35,17 +35,7 @@ func sourceCorefile(t *testing.T, ns, host, kubeconfigPath string) string {
 		cfg.Host = host
 		kubeconfigPath = kubeconfigFile(t, cfg)
 	}
-	return `global:{{.Port}} {
-    bind 127.0.0.1
-    errors
-    ready 127.0.0.1:{{.ReadyPort}}
-    prometheus 127.0.0.1:{{.MetricsPort}}
-    istioglobal {
-        kubeconfig ` + kubeconfigPath + `
-        namespaces ` + ns + `
-    }
-}
-`
+	return testCorefile("global:{{.Port}}", "", []string{"kubeconfig " + kubeconfigPath, "namespaces " + ns})
 }
 
 // secondAPIServer starts another kube-apiserver on the shared etcd (with extra flags) and

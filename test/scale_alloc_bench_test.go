@@ -47,18 +47,8 @@ func scaleAllocRun(b *testing.B, n int) {
 	for i := range 100 {
 		namespaces = append(namespaces, fmt.Sprintf("salloc-%d-%d", n, i))
 	}
-	corefile := `global:{{.Port}} {
-    bind 127.0.0.1
-    errors
-    ready 127.0.0.1:{{.ReadyPort}}
-    prometheus 127.0.0.1:{{.MetricsPort}}
-    istioglobal {
-        kubeconfig {{.Kubeconfig}}
-        autoallocate ` + scaleAllocV4.String() + ` ` + scaleAllocV6.String() + `
-        allocations ` + store + `
-    }
-}
-`
+	corefile := testCorefile("global:{{.Port}}", "", []string{"kubeconfig {{.Kubeconfig}}",
+		"autoallocate " + scaleAllocV4.String() + " " + scaleAllocV6.String(), "allocations " + store})
 	start := func() (*coreDNS, *coreDNS) {
 		a, c := startCoreDNS(b, corefile), startCoreDNS(b, corefile)
 		a.waitReady(b, 5*time.Minute)

@@ -74,16 +74,7 @@ func scaleRun(b *testing.B, n int) {
 		namespaces = append(namespaces, fmt.Sprintf("scale-%d-%d", n, i))
 	}
 	// Every namespace, as the shipped Corefile watches.
-	corefile := `global:{{.Port}} {
-    bind 127.0.0.1
-    errors
-    ready 127.0.0.1:{{.ReadyPort}}
-    prometheus 127.0.0.1:{{.MetricsPort}}
-    istioglobal {
-        kubeconfig {{.Kubeconfig}}
-    }
-}
-`
+	corefile := testCorefile("global:{{.Port}}", "", []string{"kubeconfig {{.Kubeconfig}}"})
 	c := startCoreDNS(b, corefile)
 	c.waitReady(b, 30*time.Second)
 	time.Sleep(2 * time.Second)

@@ -33,6 +33,11 @@ func (ig *IstioGlobal) start() error {
 	}
 	ig.stop = make(chan struct{})
 	ig.done = make(chan struct{})
+	if ig.xfer != nil {
+		// Not waited for at shutdown: a round in progress may wait seconds on a secondary.
+		ig.notifier = newNotifier(ig.xfer, ig.Zones)
+		go ig.notifier.run(ig.stop)
+	}
 	go ig.run()
 	return nil
 }
@@ -121,6 +126,9 @@ func (ig *IstioGlobal) rebuild() {
 		builds.WithLabelValues("unchanged").Inc()
 	} else {
 		ig.table.Store(t)
+		if ig.notifier != nil {
+			ig.notifier.signal()
+		}
 		builds.WithLabelValues("published").Inc()
 		rebuildDuration.Observe(time.Since(start).Seconds())
 		lastUpdate.Set(float64(time.Now().UnixNano()) / 1e9)

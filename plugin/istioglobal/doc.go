@@ -32,7 +32,9 @@
 // changes (engine.edit) and the generation shares the rest. What only the engine needs (which
 // entries hold a host, which hosts hold an address, the reservations) lives in plain maps it
 // alone touches. Each generation records the names it changed with their previous nodes
-// (journal.go): the difference between consecutive serials, for IXFR.
+// (journal.go): the difference between consecutive serials. Each Table carries the journal as
+// it was when published, so a zone transfer (transfer.go) reads one generation and its history
+// without a lock, and the NOTIFYs that follow a publish run in their own goroutine (notify.go).
 //
 // The from-scratch build that preceded the engine is kept in the tests as its oracle
 // (oracle_test.go, property_test.go).

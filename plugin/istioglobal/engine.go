@@ -152,6 +152,7 @@ type engine struct {
 	problems   problemSet
 	unreadable map[int][]Problem // by source
 	journal    journal
+	serial     uint32    // of the last published generation
 	deadline   time.Time // when the first pending host becomes overdue; zero: none waits
 }
 

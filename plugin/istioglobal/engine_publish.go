@@ -353,9 +353,10 @@ func (e *engine) publish(serial uint32) *Table {
 		t.zones = append(t.zones, newZone(z, e.cfg.ttl, serial, e.cfg.ns.name))
 	}
 	if e.published {
-		e.journal.add(serial, e.changed)
+		e.journal.add(e.serial, serial, e.changed)
 	}
-	e.published = true
+	t.journal = e.journal
+	e.published, e.serial = true, serial
 	e.changed = nil
 	e.conflictsChanged = false
 	e.gen++

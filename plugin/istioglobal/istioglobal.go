@@ -9,6 +9,7 @@ import (
 	"github.com/coredns-istio/coredns-istio/plugin/istioglobal/vip"
 	"github.com/coredns/coredns/plugin"
 	"github.com/coredns/coredns/plugin/pkg/fall"
+	"github.com/coredns/coredns/plugin/transfer"
 	"github.com/miekg/dns"
 )
 
@@ -27,6 +28,9 @@ type IstioGlobal struct {
 	store      *vip.Store     // nil: VIPs are deterministic, not persisted
 
 	ns nameServer
+
+	xfer     *transfer.Transfer // the server block's transfer plugin; nil: none
+	notifier *notifier          // NOTIFYs its secondaries; nil without xfer
 
 	table   atomic.Pointer[Table] // nil until every source has synced, or a predecessor's
 	changed *debounce.Burst       // a pending rebuild

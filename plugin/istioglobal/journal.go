@@ -12,23 +12,25 @@ type nameChange struct {
 
 // journal keeps the differences between consecutive generations, oldest first, for IXFR
 // (RFC 1995): a generation's changes, diffed against the next generation's nodes, are what
-// changed between the serials. The TXT facts are not in it: they follow the conflicts too.
+// changed between the serials. Each published Table holds the journal as it was then: entries
+// are only ever appended or dropped from the front, never changed, so that a transfer reads
+// its Table's copy without a lock. (The dropped ones stay in the backing array until append
+// moves it: at most about as many as the journal holds.)
 type journal struct {
 	gens  []journalGen
 	names int
 }
 
 type journalGen struct {
-	serial  uint32 // of the generation the changes lead to
-	changes []nameChange
+	from, serial uint32 // the serials of the generations before and after the changes
+	changes      []nameChange
 }
 
-func (j *journal) add(serial uint32, changes []nameChange) {
-	j.gens = append(j.gens, journalGen{serial: serial, changes: changes})
+func (j *journal) add(from, serial uint32, changes []nameChange) {
+	j.gens = append(j.gens, journalGen{from: from, serial: serial, changes: changes})
 	j.names += len(changes)
 	for j.names > maxJournalNames && len(j.gens) > 1 {
 		j.names -= len(j.gens[0].changes)
-		j.gens[0] = journalGen{}
 		j.gens = j.gens[1:]
 	}
 }

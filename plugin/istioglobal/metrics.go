@@ -38,6 +38,18 @@ var (
 		Name:      "capped",
 		Help:      "Answers that leave out records to stay bounded, by record type: reverse names (ptr), hosts with ports beyond the cap (srv), hosts whose facts leave entries, addresses or ports out, and addresses with more holders than a TXT lists (txt).",
 	}, []string{"record"})
+	transfers = promauto.NewCounterVec(prometheus.CounterOpts{
+		Namespace: plugin.Namespace,
+		Subsystem: "istioglobal",
+		Name:      "transfers_total",
+		Help:      "Zone transfers, by kind: axfr, ixfr (from the journal), ixfr_fallback (the whole zone for a serial the journal does not reach), ixfr_current (the SOA alone).",
+	}, []string{"kind"})
+	notifies = promauto.NewCounterVec(prometheus.CounterOpts{
+		Namespace: plugin.Namespace,
+		Subsystem: "istioglobal",
+		Name:      "notifies_total",
+		Help:      "NOTIFY rounds for one zone, by result: sent (every secondary acknowledged) or failed.",
+	}, []string{"result"})
 	builds = promauto.NewCounterVec(prometheus.CounterOpts{
 		Namespace: plugin.Namespace,
 		Subsystem: "istioglobal",

@@ -6,7 +6,8 @@ import (
 )
 
 // serialTick is the unit of the SOA serial: the serial is the Unix time in hundredths of a
-// second, modulo 2^32 (it wraps every 497 days, which RFC 1982 serial arithmetic handles).
+// second, modulo 2^32 (it wraps every 497 days, which RFC 1982 serial arithmetic handles),
+// skipping 0.
 const serialTick = 10 * time.Millisecond
 
 // serialClock hands out SOA serials that grow with every published table (RFC 1982) and never
@@ -50,6 +51,9 @@ func (c *serialClock) next() uint32 {
 				s = c.last + 1
 			}
 		}
+	}
+	if s == 0 {
+		s = 1 // to the transfer plugin serial 0 means AXFR: an IXFR from it could never be one
 	}
 	c.last, c.used = s, true
 	return s

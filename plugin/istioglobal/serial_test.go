@@ -83,6 +83,16 @@ func TestSerialWraps(t *testing.T) {
 	}
 }
 
+// Serial 0 is skipped: the transfer plugin reads an IXFR from serial 0 as an AXFR.
+func TestSerialSkipsZero(t *testing.T) {
+	c, now, _ := fakeClock(time.UnixMilli((1<<32 - 1) * 10))
+	last := c.next()
+	*now = now.Add(serialTick)
+	if s := c.next(); last != 1<<32-1 || s != 1 {
+		t.Errorf("serials %d, %d at the wrap, want %d, 1", last, s, uint32(1<<32-1))
+	}
+}
+
 func TestSerialLess(t *testing.T) {
 	for _, tc := range []struct {
 		a, b uint32

@@ -13,6 +13,7 @@ import (
 	"github.com/coredns/coredns/core/dnsserver"
 	"github.com/coredns/coredns/plugin"
 	clog "github.com/coredns/coredns/plugin/pkg/log"
+	"github.com/coredns/coredns/plugin/transfer"
 	"github.com/miekg/dns"
 	"k8s.io/apimachinery/pkg/util/validation"
 )
@@ -36,6 +37,11 @@ func setup(c *caddy.Controller) error {
 	}
 	server, block, keys := dnsserver.GetConfig(c), c.ServerBlockIndex, c.ServerBlockKeys
 	ig.identity = func() string { return lineageKey(block, keys, server.ListenHosts, server.ViewName, ig.Zones) }
+	c.OnStartup(func() error {
+		// The transfer plugin of this server block, if any, to NOTIFY its secondaries.
+		ig.xfer, _ = server.Handler("transfer").(*transfer.Transfer)
+		return nil
+	})
 	c.OnStartup(ig.start)
 	c.OnShutdown(ig.shutdown)
 	c.OnRestartFailed(ig.resume)

@@ -46,6 +46,7 @@ type Table struct {
 	glue      *hostInfo // the NS target's addresses, when it is a name of ours that has some
 	ttl       uint32
 	serial    uint32
+	journal   journal // the differences up to this generation, for IXFR
 }
 
 // tableStats is what the metrics report besides the problems.

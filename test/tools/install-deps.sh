@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Installs the DNS tools the end-to-end tests and benchmarks run (dig, kdig, dnsmasq, dnsperf) from Debian, only when
+# Installs the DNS tools the end-to-end tests and benchmarks run (dig, kdig, dnsmasq, dnsperf, knotd) from Debian, only when
 # they are missing. Safe to run repeatedly.
 set -euo pipefail
 
 # command:package pairs.
-wanted=(dig:dnsutils kdig:knot-dnsutils dnsmasq:dnsmasq-base dnsperf:dnsperf)
+wanted=(dig:dnsutils kdig:knot-dnsutils dnsmasq:dnsmasq-base dnsperf:dnsperf knotd:knot)
 
-# dnsmasq lives in /usr/sbin, which is often not on a non-root PATH.
+# dnsmasq and knotd live in /usr/sbin, which is often not on a non-root PATH.
 have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ]; }
 
 missing=()
