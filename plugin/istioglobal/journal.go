@@ -27,10 +27,19 @@ type journalGen struct {
 }
 
 func (j *journal) add(from, serial uint32, changes []nameChange) {
+	if len(changes) > maxJournalNames {
+		// A bulk change: its difference would cost more than the whole zone.
+		*j = journal{}
+		return
+	}
 	j.gens = append(j.gens, journalGen{from: from, serial: serial, changes: changes})
-	j.names += len(changes)
-	for j.names > maxJournalNames && len(j.gens) > 1 {
-		j.names -= len(j.gens[0].changes)
+	j.names += weight(changes)
+	for j.names > maxJournalNames {
+		j.names -= weight(j.gens[0].changes)
 		j.gens = j.gens[1:]
 	}
 }
+
+// weight is what a generation counts against maxJournalNames: its names, and at least one, so
+// that generations that changed no name (only what TXT reads) cannot pile up.
+func weight(changes []nameChange) int { return max(1, len(changes)) }

@@ -1,11 +1,10 @@
 package istioglobal
 
 import (
-	"strings"
+	"sync"
 	"time"
 
 	"github.com/coredns-istio/coredns-istio/internal/debounce"
-	"github.com/coredns-istio/coredns-istio/internal/logonce"
 	"github.com/coredns/coredns/plugin/transfer"
 )
 
@@ -19,7 +18,7 @@ type notifier struct {
 	notify  func(zone string) error // transfer.Transfer.Notify
 	zones   []string
 	changed *debounce.Burst
-	failed  logonce.Set // the failures logged, until a round succeeds
+	failing map[string]bool // zones whose last round failed; owned by run
 }
 
 func newNotifier(xfer *transfer.Transfer, zones []string) *notifier {
@@ -29,21 +28,33 @@ func newNotifier(xfer *transfer.Transfer, zones []string) *notifier {
 // signal marks a published change. It never blocks.
 func (n *notifier) signal() { n.changed.Signal() }
 
-// run notifies every zone after each burst of changes until stop is closed. The transfer
-// plugin sends only to the secondaries its `to` names for a zone, and nothing for zones it
-// does not transfer.
+// run notifies every zone, all at once, after each burst of changes until stop is closed. The
+// transfer plugin sends only to the secondaries its `to` names for a zone (nothing for a zone
+// it does not transfer). A zone's failure is logged when it begins, and its end too.
 func (n *notifier) run(stop <-chan struct{}) {
+	n.failing = map[string]bool{}
+	errs := make([]error, len(n.zones))
 	for n.changed.Wait(stop) {
-		var failures []string
-		for _, z := range n.zones {
-			if err := n.notify(z); err != nil {
-				notifies.WithLabelValues("failed").Inc()
-				failures = append(failures, strings.ReplaceAll(err.Error(), "\n", "; "))
-				continue
-			}
-			notifies.WithLabelValues("sent").Inc()
+		var wg sync.WaitGroup
+		for i, z := range n.zones {
+			wg.Go(func() { errs[i] = n.notify(z) })
 		}
-		n.failed.Replace(failures)
-		n.failed.Flush(func(s string) { log.Warningf("NOTIFY: %s; the secondaries still poll at the SOA refresh", s) })
+		wg.Wait()
+		for i, z := range n.zones {
+			switch err := errs[i]; {
+			case err != nil:
+				notifies.WithLabelValues("failed").Inc()
+				if !n.failing[z] {
+					n.failing[z] = true
+					log.Warningf("NOTIFY for %s failed: %v; its secondaries still poll at the SOA refresh", z, err)
+				}
+			default:
+				notifies.WithLabelValues("sent").Inc()
+				if n.failing[z] {
+					delete(n.failing, z)
+					log.Infof("NOTIFY for %s succeeds again", z)
+				}
+			}
+		}
 	}
 }

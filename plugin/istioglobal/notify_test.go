@@ -51,6 +51,9 @@ func TestNotifyCoalesces(t *testing.T) {
 	if last := rounds[len(rounds)-1]; last.Before(start.Add(burst - notifySpacing)) {
 		t.Errorf("the last round was %v after the start; the burst ran %v: its last change was not notified", last.Sub(start), burst)
 	}
+	if !n.failing["in-addr.arpa."] || n.failing["global."] {
+		t.Errorf("failing zones %v, want in-addr.arpa. only", n.failing)
+	}
 	for i := 1; i < len(rounds); i++ {
 		if gap := rounds[i].Sub(rounds[i-1]); gap < notifySpacing-10*time.Millisecond {
 			t.Errorf("rounds %d and %d %v apart, want at least %v", i-1, i, gap, notifySpacing)

@@ -347,3 +347,21 @@ func isSOA(rr dns.RR) bool {
 	_, ok := rr.(*dns.SOA)
 	return ok
 }
+
+// A bulk change larger than the journal is not kept: an IXFR across it is the whole zone, and
+// the journal starts again after it.
+func TestIXFRAcrossABulkChange(t *testing.T) {
+	h := newHistory(t, seeds, 10)
+	before := h.serial
+	var bulk []Entry
+	for i := range maxJournalNames {
+		bulk = append(bulk, se("foo", fmt.Sprintf("b%d", i), 100+i, hosts(fmt.Sprintf("b%d.foo.global", i)), "240.0.1.1"))
+	}
+	h.set(bulk...)
+	after := h.serial
+	h.set(se("foo", "small", 10, hosts("small.foo.global"), "240.0.0.99"))
+	if rrs := drain(t, h.ig, "global.", before); isSOA(rrs[1]) {
+		t.Errorf("IXFR from %d, before the bulk change: a difference, want the whole zone", before)
+	}
+	h.checkIXFR(after)
+}

@@ -11,10 +11,11 @@ import (
 	"github.com/coredns-istio/coredns-istio/plugin/istioglobal/hostname"
 )
 
-// shardCount is how many ConfigMaps hold the allocations. One ConfigMap holds at most 1 MiB, a
-// dual-stack host takes about 100 bytes (two keys and two host names), so 32 shards hold 100k
-// hosts at a third of their capacity. Changing it moves every allocation to another shard: it is
-// part of the format.
+// shardCount is how many ConfigMaps hold the allocations. One ConfigMap holds at most 1 MiB; a
+// dual-stack host with a 30-character name takes about 150 bytes (two keys, two values naming
+// the host and its partner), so 32 shards hold 100k such hosts at about half their capacity
+// (480 KiB measured). Changing it moves every allocation to another shard: it is part of the
+// format.
 const shardCount = 32
 
 // shardNames are the ConfigMaps holding the allocations of the store named name: name-00 to
@@ -70,6 +71,7 @@ func encodeShards(m map[string]allocation) [shardCount]map[string]string {
 	for i := range out {
 		out[i] = map[string]string{}
 	}
+	owner := make(map[netip.Addr]string, 2*len(m))
 	for h, al := range m {
 		released := ""
 		if !al.Released.IsZero() {
@@ -80,6 +82,10 @@ func encodeShards(m map[string]allocation) [shardCount]map[string]string {
 			if !a.IsValid() {
 				continue
 			}
+			if other, taken := owner[a]; taken && !ownsBefore(h, al, other, m[other]) {
+				continue
+			}
+			owner[a] = h
 			v := strings.TrimSuffix(h, ".")
 			if partner.IsValid() {
 				v += " with=" + partner.String()
@@ -88,6 +94,16 @@ func encodeShards(m map[string]allocation) [shardCount]map[string]string {
 		}
 	}
 	return out
+}
+
+// ownsBefore decides which of two hosts holding one address keeps it, the same whatever the
+// order (only a hand-edited or legacy ConfigMap holds such pairs): the live one, else the
+// lower name. The other loses that address and gets another.
+func ownsBefore(h string, al allocation, other string, oal allocation) bool {
+	if al.Released.IsZero() != oal.Released.IsZero() {
+		return al.Released.IsZero()
+	}
+	return h < other
 }
 
 // decodeShard reads the data of shard i, in key order.
@@ -165,7 +181,35 @@ type merged struct {
 	// would cache that.
 	incomplete map[string]bool
 	held       []netip.Addr
+	legacyHeld []netip.Addr // held by entries of the legacy ConfigMap that do not decode
 	errs       []error
+}
+
+// addLegacy adds what the legacy ConfigMap (not migrated yet) holds: a host the shards do not
+// hold, and a family a host the shards hold lacks (the leader writes the shards one after the
+// other while migrating), unless the shards hold that address for another host.
+func (m *merged) addLegacy(legacy map[string]allocation) {
+	inShards := make(map[netip.Addr]bool, 2*len(m.hosts))
+	for _, al := range m.hosts {
+		inShards[al.V4], inShards[al.V6] = true, true
+	}
+	for h, old := range legacy {
+		al, ok := m.hosts[h]
+		if !ok {
+			m.hosts[h] = old
+			continue
+		}
+		if !al.V4.IsValid() && old.V4.IsValid() && !inShards[old.V4] {
+			al.V4 = old.V4
+		}
+		if !al.V6.IsValid() && old.V6.IsValid() && !inShards[old.V6] {
+			al.V6 = old.V6
+		}
+		if al.V4.IsValid() && al.V6.IsValid() {
+			delete(m.incomplete, h)
+		}
+		m.hosts[h] = al
+	}
 }
 
 // mergeShards is every host's allocation from the decoded shards. A host holds at most one

@@ -203,3 +203,57 @@ func TestShardMergeIncomplete(t *testing.T) {
 		}
 	}
 }
+
+// TestShardMergeLegacy: while the legacy ConfigMap is read, it fills in a family a host's
+// shards do not show yet, but never an address the shards hold for another host.
+func TestShardMergeLegacy(t *testing.T) {
+	m := mergeShards(decodeAll(keyed(
+		"240.240.0.1", "a.global with=2001:2::1", // a's IPv6 record is not written yet
+		"2001-2--3", "d.global", // d holds what the legacy ConfigMap says is c's
+	)))
+	m.addLegacy(map[string]allocation{
+		"a.global.": {VIPs: VIPs{mustAddr("240.240.0.1"), mustAddr("2001:2::1")}},
+		"c.global.": {VIPs: VIPs{mustAddr("240.240.0.3"), mustAddr("2001:2::3")}},
+		"e.global.": {VIPs: VIPs{V4: mustAddr("240.240.0.5")}},
+	})
+	want := map[string]VIPs{
+		"a.global.": {mustAddr("240.240.0.1"), mustAddr("2001:2::1")},
+		"c.global.": {mustAddr("240.240.0.3"), mustAddr("2001:2::3")}, // not in the shards: as the legacy has it (next() reports the conflict with d)
+		"d.global.": {V6: mustAddr("2001:2::3")},
+		"e.global.": {V4: mustAddr("240.240.0.5")},
+	}
+	for h, v := range want {
+		if m.hosts[h].VIPs != v {
+			t.Errorf("%s: %v, want %v", h, m.hosts[h].VIPs, v)
+		}
+	}
+	if m.incomplete["a.global."] {
+		t.Error("a is incomplete although the legacy ConfigMap holds its IPv6 address")
+	}
+
+	// A host the shards hold, lacking a family whose legacy address the shards gave another.
+	m = mergeShards(decodeAll(keyed("240.240.0.1", "a.global", "2001-2--1", "z.global")))
+	m.addLegacy(map[string]allocation{"a.global.": {VIPs: VIPs{mustAddr("240.240.0.1"), mustAddr("2001:2::1")}}})
+	if got := m.hosts["a.global."].VIPs; got != (VIPs{V4: mustAddr("240.240.0.1")}) {
+		t.Errorf("a: %v, want its IPv4 address only: z holds the IPv6 one", got)
+	}
+}
+
+// TestShardEncodingCollision: two hosts on one address (a hand-edited or legacy ConfigMap)
+// encode to one record, the same whatever the map order: the live host, else the lower name.
+func TestShardEncodingCollision(t *testing.T) {
+	a := mustAddr("240.240.0.1")
+	for range 20 { // map order varies
+		for _, tc := range []struct {
+			m    map[string]allocation
+			want string
+		}{
+			{map[string]allocation{"b.global.": {VIPs: VIPs{V4: a}}, "a.global.": {VIPs: VIPs{V4: a}}}, "a.global"},
+			{map[string]allocation{"b.global.": {VIPs: VIPs{V4: a}}, "a.global.": {VIPs: VIPs{V4: a}, Released: allocT0}}, "b.global"},
+		} {
+			if got := encodeShards(tc.m)[shardOf(a)][a.String()]; got != tc.want {
+				t.Fatalf("%v encodes %s as %q, want %q", tc.m, a, got, tc.want)
+			}
+		}
+	}
+}

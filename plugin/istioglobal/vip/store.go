@@ -8,6 +8,7 @@ import (
 	"maps"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -271,11 +272,12 @@ func (s *Store) Stop() {
 }
 
 // Synced reports whether the informers have seen their initial lists, or waiting for them was
-// given up.
-func (s *Store) Synced() bool {
-	if s.gaveUp.Load() {
-		return true
-	}
+// given up: then what is readable is served.
+func (s *Store) Synced() bool { return s.gaveUp.Load() || s.read() }
+
+// read reports whether every informer has seen its initial list. Only then does the leader
+// write: a shard it cannot read could hold any address, and the legacy ConfigMap any host.
+func (s *Store) read() bool {
 	for _, h := range s.handlers {
 		if !h.HasSynced() {
 			return false
@@ -347,7 +349,7 @@ func (s *Store) reconciler(ctx context.Context) {
 		s.mu.Lock()
 		term, want := s.term, s.want
 		s.mu.Unlock()
-		if term == nil || term.Err() != nil || want == nil || !s.Synced() {
+		if term == nil || term.Err() != nil || want == nil || !s.read() {
 			continue // whatever changes that (leading, a demand, the sync) kicks again
 		}
 		wrote, err := s.reconcile(term, want)
@@ -371,11 +373,13 @@ func (s *Store) reconciler(ctx context.Context) {
 // how many it wrote. Each call to the API server ends with term, or after writeTimeout.
 func (s *Store) reconcile(term context.Context, want *demanded) (wrote int, err error) {
 	cms := s.cached()
-	fresh := false
+	// The migration reads afresh: it is done once, and the annotation ends reading the legacy
+	// ConfigMap for good.
+	fresh := unmigrated(cms[legacy])
 	err = retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		if fresh {
 			var err error
-			if cms, err = s.read(term); err != nil {
+			if cms, err = s.fetch(term); err != nil {
 				return err
 			}
 		}
@@ -417,8 +421,8 @@ func (s *Store) cached() []*corev1.ConfigMap {
 	return cms
 }
 
-// read is every object as the API server holds it now; nil where it does not exist.
-func (s *Store) read(term context.Context) ([]*corev1.ConfigMap, error) {
+// fetch is every object as the API server holds it now; nil where it does not exist.
+func (s *Store) fetch(term context.Context) ([]*corev1.ConfigMap, error) {
 	configMaps := s.client.CoreV1().ConfigMaps(s.namespace)
 	cms := make([]*corev1.ConfigMap, len(s.objects))
 	for i, name := range s.objects {
@@ -505,12 +509,8 @@ func (s *Store) decode(cms []*corev1.ConfigMap) merged {
 	m := mergeShards(shards)
 	if old := cms[legacy]; unmigrated(old) {
 		all, held, errs := decodeLegacy(old.Data)
-		for h, al := range all {
-			if _, ok := m.hosts[h]; !ok {
-				m.hosts[h] = al
-			}
-		}
-		m.held = append(m.held, held...)
+		m.addLegacy(all)
+		m.legacyHeld = held
 		for _, err := range errs {
 			m.errs = append(m.errs, fmt.Errorf("ConfigMap %s: %w", s.name, err))
 		}
@@ -544,8 +544,8 @@ func (s *Store) next(cms []*corev1.ConfigMap, want *demanded) [shardCount]map[st
 	if len(m.errs) > 0 {
 		allocationErrors.WithLabelValues(reasonCorrupt).Add(float64(len(m.errs)))
 	}
-	heldSet := make(map[netip.Addr]struct{}, len(m.held))
-	for _, a := range m.held {
+	heldSet := make(map[netip.Addr]struct{}, len(m.held)+len(m.legacyHeld))
+	for _, a := range slices.Concat(m.held, m.legacyHeld) {
 		heldSet[a] = struct{}{}
 	}
 	reserved := func(a netip.Addr) uint64 {
@@ -571,6 +571,13 @@ func (s *Store) next(cms []*corev1.ConfigMap, want *demanded) [shardCount]map[st
 			if _, ok := out[i][key]; !ok {
 				out[i][key] = cms[i].Data[key]
 			}
+		}
+	}
+	// What the legacy ConfigMap holds in entries that do not decode stays held in the shards,
+	// as an entry that does not decode either.
+	for _, a := range m.legacyHeld {
+		if shard := out[shardOf(a)]; shard[addressKey(a)] == "" {
+			shard[addressKey(a)] = "held: unreadable in ConfigMap " + s.name
 		}
 	}
 	return out

@@ -543,6 +543,11 @@ func TestAllocationStoreMigratesLegacy(t *testing.T) {
 	if got := storedHosts(t, client); got["b.x.global."].VIPs != b || got["a.x.global."].VIPs != a {
 		t.Errorf("the shards hold %v, want a and b (released) as before", got)
 	}
+	// c's entry did not decode: its readable address stays held, in its shard.
+	c := netip.MustParseAddr("240.241.0.7")
+	if v := stored(t, client)[shardNames(storeName)[shardOf(c)]][c.String()]; !strings.HasPrefix(v, "held:") {
+		t.Errorf("shard entry of %s is %q, want it held", c, v)
+	}
 
 	// An earlier version's leader writing it now changes nothing here.
 	cm, err := client.CoreV1().ConfigMaps(storeNS).Get(context.Background(), storeName, metav1.GetOptions{})
@@ -589,5 +594,42 @@ func TestAllocationStoreWithholdsIncompleteHosts(t *testing.T) {
 	set(v6, "new.x.global with=240.241.0.5")
 	if live := liveHosts(t, s, "new.x.global.", "old.x.global."); live["new.x.global."] != (VIPs{v4, v6}) {
 		t.Errorf("new serves %v, want both its VIPs", live["new.x.global."])
+	}
+}
+
+// TestAllocationStoreWritesOnlyWhatItCanRead: a leader that cannot read one shard (or the
+// legacy ConfigMap) serves what it can, but writes nothing: that shard could hold any address.
+func TestAllocationStoreWritesOnlyWhatItCanRead(t *testing.T) {
+	client := fake.NewClientset()
+	unreadable := shardNames(storeName)[5]
+	client.PrependReactor("list", "configmaps", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		if sel := a.(k8stesting.ListAction).GetListRestrictions().Fields.String(); strings.Contains(sel, unreadable) {
+			return true, nil, apierrors.NewForbidden(corev1.Resource("configmaps"), unreadable, fmt.Errorf("no RBAC"))
+		}
+		return false, nil, nil
+	})
+	alloc, err := New(storeRanges, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := NewStore(storeNS, storeName, nil, alloc)
+	s.client = client
+	s.syncTimeout = 300 * time.Millisecond
+	s.leaseDuration, s.renewDeadline, s.retryPeriod = 3*time.Second, 2*time.Second, 100*time.Millisecond
+	if err := s.Start(func() {}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Stop)
+	waitLeading(t, s)
+	poll.Until(t, 5*time.Second, func() error {
+		if !s.Synced() {
+			return fmt.Errorf("not synced after the sync timeout")
+		}
+		return nil
+	})
+	s.Demand([]string{"a.x.global."}, noneReserved)
+	time.Sleep(time.Second)
+	if n := writes(client, "create", "update"); n != 0 {
+		t.Errorf("%d writes while %s cannot be read", n, unreadable)
 	}
 }
