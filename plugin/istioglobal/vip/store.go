@@ -186,15 +186,6 @@ func (s *Store) Start(notify func()) error {
 		s.listers = append(s.listers, informer.Lister().ConfigMaps(s.namespace))
 		s.handlers = append(s.handlers, reg)
 	}
-	synced := func() bool {
-		for _, h := range s.handlers {
-			if !h.HasSynced() {
-				return false
-			}
-		}
-		return true
-	}
-
 	ctx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
 	for _, f := range s.factories {
@@ -208,11 +199,11 @@ func (s *Store) Start(notify func()) error {
 		// that want a VIP answer SERVFAIL until it can be read.
 		wait, stopWaiting := context.WithTimeout(ctx, s.syncTimeout)
 		defer stopWaiting()
-		if !cache.WaitForCacheSync(wait.Done(), synced) && ctx.Err() == nil {
+		if !cache.WaitForCacheSync(wait.Done(), s.read) && ctx.Err() == nil {
 			log.Errorf("allocations %s: not readable after %v; serving without VIPs until it is", s.Key(), s.syncTimeout)
 			s.gaveUp.Store(true)
 			notify()
-			cache.WaitForCacheSync(ctx.Done(), synced)
+			cache.WaitForCacheSync(ctx.Done(), s.read)
 		}
 		if ctx.Err() == nil {
 			changed()
