@@ -343,11 +343,14 @@ func offset(a netip.Addr, n uint64) netip.Addr {
 	return netip.AddrFrom16(b)
 }
 
-// hostHash is FNV-1a 64, inline so that it does not allocate.
-func hostHash(host string) uint64 {
+// hostHash is FNV-1a 64 of the host's name.
+func hostHash(host string) uint64 { return fnv1a(host) }
+
+// fnv1a is FNV-1a 64, inline so that it does not allocate.
+func fnv1a[T ~string | ~[]byte](s T) uint64 {
 	h := uint64(14695981039346656037)
-	for i := 0; i < len(host); i++ {
-		h ^= uint64(host[i])
+	for i := 0; i < len(s); i++ {
+		h ^= uint64(s[i])
 		h *= 1099511628211
 	}
 	return h

@@ -32,12 +32,8 @@ func shardNames(name string) []string {
 // shard count. An address always lives in one shard, so two writers that would hand it out
 // both write that one ConfigMap, and the second write fails on its resourceVersion.
 func shardOf(a netip.Addr) int {
-	h := uint64(14695981039346656037)
-	for _, c := range a.As16() {
-		h ^= uint64(c)
-		h *= 1099511628211
-	}
-	return int(h % shardCount)
+	b := a.As16()
+	return int(fnv1a(b[:]) % shardCount)
 }
 
 // addressKey is a as a ConfigMap key, which may not hold ':': IPv6 colons become '-', which an

@@ -43,14 +43,7 @@ func startStore(t *testing.T, objs ...runtime.Object) (*Store, *fake.Clientset, 
 // reactor chain must not change while the store uses it.
 func startStoreOn(t *testing.T, client *fake.Clientset) (*Store, *atomic.Int32) {
 	t.Helper()
-	alloc, err := New(storeRanges, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := NewStore(storeNS, storeName, nil, alloc)
-	s.client = client
-	s.leaseDuration, s.renewDeadline, s.retryPeriod = 3*time.Second, 2*time.Second, 500*time.Millisecond
-	s.spacing = 10 * time.Millisecond
+	s := newTestStore(t, client)
 	var notified atomic.Int32
 	if err := s.Start(func() { notified.Add(1) }); err != nil {
 		t.Fatal(err)
@@ -66,6 +59,21 @@ func startStoreOn(t *testing.T, client *fake.Clientset) (*Store, *atomic.Int32) 
 }
 
 // configMap is the store's ConfigMap name holding data.
+// newTestStore is a store on client, not started, with election timings and write spacing
+// short enough for tests.
+func newTestStore(t *testing.T, client *fake.Clientset) *Store {
+	t.Helper()
+	alloc, err := New(storeRanges, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := NewStore(storeNS, storeName, nil, alloc)
+	s.client = client
+	s.leaseDuration, s.renewDeadline, s.retryPeriod = 3*time.Second, 2*time.Second, 500*time.Millisecond
+	s.spacing = 10 * time.Millisecond
+	return s
+}
+
 func configMap(name string, data map[string]string) *corev1.ConfigMap {
 	return &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: storeNS, Name: name}, Data: data}
 }
@@ -460,12 +468,7 @@ func TestAllocationStoreGivesUpWaiting(t *testing.T) {
 	client.PrependReactor("list", "configmaps", func(k8stesting.Action) (bool, runtime.Object, error) {
 		return true, nil, apierrors.NewForbidden(corev1.Resource("configmaps"), "", fmt.Errorf("no RBAC"))
 	})
-	alloc, err := New(storeRanges, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := NewStore(storeNS, storeName, nil, alloc)
-	s.client = client
+	s := newTestStore(t, client)
 	s.syncTimeout = 300 * time.Millisecond
 	var notified atomic.Int32
 	if err := s.Start(func() { notified.Add(1) }); err != nil {
@@ -608,14 +611,8 @@ func TestAllocationStoreWritesOnlyWhatItCanRead(t *testing.T) {
 		}
 		return false, nil, nil
 	})
-	alloc, err := New(storeRanges, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := NewStore(storeNS, storeName, nil, alloc)
-	s.client = client
+	s := newTestStore(t, client)
 	s.syncTimeout = 300 * time.Millisecond
-	s.leaseDuration, s.renewDeadline, s.retryPeriod = 3*time.Second, 2*time.Second, 100*time.Millisecond
 	if err := s.Start(func() {}); err != nil {
 		t.Fatal(err)
 	}
